@@ -1,0 +1,1 @@
+"""Data: image I/O, person preparation, degradations and the Lightning datamodules."""

@@ -1,0 +1,149 @@
+"""Image reading/writing and the project's only colour-order / value-range conversions.
+
+Conventions used everywhere in gpen_fewshot:
+- images on disk are read into **uint8 RGB HWC** numpy arrays (``read_image``);
+- degradations work on **float32 RGB HWC in [0, 1]** (``to_float`` / ``to_uint8``);
+- networks take **float32 RGB NCHW in [-1, 1]** (``image_to_tensor`` / ``tensor_to_image``).
+OpenCV's BGR order never leaves this module.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from gpen_fewshot.utils.atomic import atomic_write_bytes
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff")
+
+
+class ImageReadError(ValueError):
+    """A file could not be decoded as an image; the message names the file and the reason."""
+
+
+def list_images(folder: str | os.PathLike) -> list[Path]:
+    """Image files directly inside ``folder`` (by extension, case-insensitive), sorted by name."""
+    folder = Path(folder)
+    return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
+
+
+def read_image(path: str | os.PathLike) -> np.ndarray:
+    """Read any common photo as uint8 RGB, the way a person sees it.
+
+    Honours EXIF orientation; converts grayscale, palette, CMYK and 16-bit images; composites transparent
+    images over white.
+
+    Args:
+        path: image file (JPEG, PNG, WebP, BMP, TIFF).
+
+    Returns:
+        uint8 array (H, W, 3), RGB.
+
+    Raises:
+        ImageReadError: missing, empty, truncated or non-image file.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ImageReadError(f"{path}: file not found")
+    data = path.read_bytes()
+    if not data:
+        raise ImageReadError(f"{path}: file is empty")
+    try:
+        with Image.open(io.BytesIO(data)) as pil:
+            pil.load()  # forces a full decode so truncated files fail here, not later
+            pil = ImageOps.exif_transpose(pil)
+            high_depth = _read_high_bit_depth(data, pil)
+            if high_depth is not None:
+                return high_depth
+            return _pil_to_rgb(pil)
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
+        raise ImageReadError(f"{path}: not a readable image ({err})") from err
+
+
+def _read_high_bit_depth(data: bytes, pil: Image.Image) -> np.ndarray | None:
+    """16-bit images decoded by OpenCV (Pillow truncates 16-bit RGB), scaled to uint8; None if 8-bit."""
+    if pil.format not in ("PNG", "TIFF"):
+        return None
+    arr = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+    if arr is None or arr.dtype != np.uint16:
+        return None
+    if (pil.width, pil.height) != (arr.shape[1], arr.shape[0]):  # EXIF rotated it: follow Pillow
+        return None
+    arr8 = np.round(arr.astype(np.float32) / 257.0).astype(np.uint8)
+    if arr8.ndim == 2:
+        return np.repeat(arr8[:, :, None], 3, axis=2)
+    if arr8.shape[2] == 4:
+        rgb = cv2.cvtColor(arr8[:, :, :3], cv2.COLOR_BGR2RGB).astype(np.float32)
+        alpha = arr8[:, :, 3:4].astype(np.float32) / 255.0
+        return np.round(rgb * alpha + 255.0 * (1.0 - alpha)).astype(np.uint8)
+    return cv2.cvtColor(arr8, cv2.COLOR_BGR2RGB)
+
+
+def _pil_to_rgb(pil: Image.Image) -> np.ndarray:
+    """Any Pillow mode to uint8 RGB; transparency is composited over white."""
+    if pil.mode in ("I;16", "I;16B", "I;16L", "I"):
+        arr = np.asarray(pil, dtype=np.float32)
+        scale = 257.0 if arr.max() > 255 else 1.0
+        gray = np.clip(np.round(arr / scale), 0, 255).astype(np.uint8)
+        return np.repeat(gray[:, :, None], 3, axis=2)
+    if pil.mode == "P":
+        pil = pil.convert("RGBA")
+    if pil.mode in ("RGBA", "LA", "PA"):
+        pil = pil.convert("RGBA")
+        background = Image.new("RGBA", pil.size, (255, 255, 255, 255))
+        pil = Image.alpha_composite(background, pil)
+    return np.ascontiguousarray(np.asarray(pil.convert("RGB"), dtype=np.uint8))
+
+
+def write_image(path: str | os.PathLike, image: np.ndarray, jpeg_quality: int = 95) -> None:
+    """Write a uint8 RGB (H, W, 3) or grayscale (H, W) image atomically; format from the extension."""
+    path = Path(path)
+    if image.dtype != np.uint8:
+        raise TypeError(f"write_image expects uint8, got {image.dtype}")
+    bgr = cv2.cvtColor(image, cv2.COLOR_RGB2BGR) if image.ndim == 3 else image
+    ext = path.suffix.lower() or ".png"
+    params = [cv2.IMWRITE_JPEG_QUALITY, int(jpeg_quality)] if ext in (".jpg", ".jpeg") else []
+    ok, buf = cv2.imencode(ext, bgr, params)
+    if not ok:
+        raise OSError(f"{path}: OpenCV could not encode a {ext} image")
+    atomic_write_bytes(path, buf.tobytes())
+
+
+def rgb_to_bgr(image: np.ndarray) -> np.ndarray:
+    """RGB <-> BGR channel swap of an (H, W, 3) array (its own inverse); for OpenCV-based third-party code."""
+    return np.ascontiguousarray(image[:, :, ::-1])
+
+
+bgr_to_rgb = rgb_to_bgr
+
+
+def to_float(image: np.ndarray) -> np.ndarray:
+    """uint8 [0, 255] -> float32 [0, 1], same shape."""
+    return image.astype(np.float32) / 255.0
+
+
+def to_uint8(image: np.ndarray) -> np.ndarray:
+    """float [0, 1] (values outside are clipped) -> uint8 [0, 255], rounded."""
+    return np.clip(np.round(image * 255.0), 0, 255).astype(np.uint8)
+
+
+def image_to_tensor(image: np.ndarray) -> torch.Tensor:
+    """RGB HWC image (uint8 [0,255] or float [0,1]) -> float32 tensor (3, H, W) in [-1, 1]."""
+    arr = to_float(image) if image.dtype == np.uint8 else image.astype(np.float32)
+    return torch.from_numpy(np.ascontiguousarray(arr.transpose(2, 0, 1))) * 2.0 - 1.0
+
+
+def tensor_to_image(tensor: torch.Tensor) -> np.ndarray:
+    """Tensor (3, H, W) or (1, 3, H, W) in [-1, 1] (clipped) -> uint8 RGB (H, W, 3)."""
+    if tensor.dim() == 4:
+        if tensor.shape[0] != 1:
+            raise ValueError(f"tensor_to_image takes one image, got a batch of {tensor.shape[0]}")
+        tensor = tensor[0]
+    arr = ((tensor.detach().float().cpu().clamp(-1, 1) + 1.0) * 0.5).numpy().transpose(1, 2, 0)
+    return to_uint8(arr)
