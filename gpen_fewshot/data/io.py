@@ -62,7 +62,9 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
             if high_depth is not None:
                 return high_depth
             return _pil_to_rgb(pil)
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
+    except UnidentifiedImageError as err:
+        raise ImageReadError(f"{path}: not a readable image (unknown or unsupported format)") from err
+    except (OSError, SyntaxError, ValueError) as err:
         raise ImageReadError(f"{path}: not a readable image ({err})") from err
 
 

@@ -131,3 +131,15 @@ def test_atomic_write_leaves_old_file_on_failure(tmp_path):
         raise RuntimeError("interrupted")
     assert target.read_text() == '{\n  "v": 1\n}\n'
     assert [p.name for p in tmp_path.iterdir()] == ["m.json"]  # no temp file left behind
+
+
+def test_atomic_files_get_normal_permissions(tmp_path):
+    atomic_write_json(tmp_path / "p.json", {})
+    assert (tmp_path / "p.json").stat().st_mode & 0o644 == 0o644
+
+
+def test_unreadable_message_has_no_internal_object_names(tmp_path):
+    (tmp_path / "x.png").write_bytes(b"\x00" * 100)
+    with pytest.raises(ImageReadError) as info:
+        read_image(tmp_path / "x.png")
+    assert "BytesIO" not in str(info.value)
