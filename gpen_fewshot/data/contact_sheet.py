@@ -1,0 +1,176 @@
+"""Contact sheet of a prepared person: every photo, its chosen face, its aligned crop and its decision.
+
+One tile per photo: a coloured title bar (green = train, blue = holdout, red = rejected) naming the file and
+the decision, the photo thumbnail with the chosen face boxed in that colour (other faces in yellow), the
+aligned crop, and the reason in words.
+"""
+
+from __future__ import annotations
+
+import textwrap
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+THUMB = 200
+PAD = 6
+BAR = 22
+LINE = 15
+TEXT_LINES = 3
+COLUMNS = 4
+_FONT = cv2.FONT_HERSHEY_SIMPLEX
+_COLOURS = {"train": (34, 160, 60), "holdout": (40, 100, 220), "rejected": (200, 35, 35)}
+_OTHER_FACE = (235, 200, 0)
+_BACKGROUND = (245, 245, 245)
+_PANEL = (200, 200, 200)
+
+
+@dataclass(frozen=True, eq=False)
+class SheetEntry:
+    """What the sheet shows about one photo.
+
+    Attributes:
+        title: file name.
+        decision: "used" or a rejection code.
+        split: "train" / "holdout" for used photos.
+        reason: the decision in words.
+        thumbnail: uint8 RGB thumbnail of the photo, or None (unreadable).
+        thumb_scale: thumbnail pixels per photo pixel.
+        chosen_box: x1, y1, x2, y2 of the chosen face in photo pixels, or None.
+        other_boxes: boxes of the other faces in photo pixels.
+        crop: uint8 RGB aligned crop, or None.
+    """
+
+    title: str
+    decision: str
+    split: str | None
+    reason: str
+    thumbnail: np.ndarray | None = None
+    thumb_scale: float = 1.0
+    chosen_box: Sequence[float] | None = None
+    other_boxes: Sequence[Sequence[float]] = ()
+    crop: np.ndarray | None = None
+
+    @property
+    def status(self) -> str:
+        return self.split if self.decision == "used" and self.split else "rejected"
+
+    @property
+    def label(self) -> str:
+        if self.decision == "used":
+            return (self.split or "usable").upper()
+        return f"REJECTED: {self.decision}"
+
+
+def person_contact_sheet(photos: Sequence, records: Sequence, name: str, size: int, template: str) -> np.ndarray:
+    """The sheet of ``prepare_person``: one tile per (vetting Photo, PhotoRecord) pair, in file order."""
+    entries = []
+    for photo, record in zip(photos, records, strict=True):
+        thumb = photo.thumbnail
+        entries.append(SheetEntry(
+            title=record.file, decision=record.decision, split=record.split, reason=record.reason,
+            thumbnail=thumb, thumb_scale=thumb.shape[1] / photo.size_wh[0] if thumb is not None else 1.0,
+            chosen_box=record.face["box"] if record.face else None, other_boxes=record.other_boxes,
+            crop=photo.crop.crop if photo.crop is not None else None,
+        ))
+    train = sum(r.split == "train" for r in records)
+    holdout = sum(r.split == "holdout" for r in records)
+    rejected = sum(r.decision != "used" for r in records)
+    header = (f"{name} - {size}px '{template}' crops - {len(records)} files: {train} train, {holdout} holdout, "
+              f"{rejected} rejected")
+    return render_contact_sheet(entries, header=header)
+
+
+def render_contact_sheet(entries: Sequence[SheetEntry], header: str = "", columns: int = COLUMNS) -> np.ndarray:
+    """Grid of tiles, one per entry, under an optional one-line header.
+
+    Returns:
+        uint8 (H, W, 3) RGB image.
+    """
+    tile_w = 2 * THUMB + 3 * PAD
+    tile_h = BAR + THUMB + 2 * PAD + TEXT_LINES * LINE + PAD
+    columns = max(1, min(columns, len(entries) or 1))
+    rows = max(1, -(-len(entries) // columns))
+    head = 30 if header else 0
+    sheet = np.full((head + rows * (tile_h + PAD) + PAD, columns * (tile_w + PAD) + PAD, 3), _BACKGROUND, np.uint8)
+    if header:
+        cv2.putText(sheet, _ascii(header), (PAD, 21), _FONT, 0.55, (20, 20, 20), 1, cv2.LINE_AA)
+    for index, entry in enumerate(entries):
+        row, col = divmod(index, columns)
+        y, x = head + PAD + row * (tile_h + PAD), PAD + col * (tile_w + PAD)
+        sheet[y : y + tile_h, x : x + tile_w] = _tile(entry, tile_w, tile_h)
+    return sheet
+
+
+def _tile(entry: SheetEntry, width: int, height: int) -> np.ndarray:
+    tile = np.full((height, width, 3), 255, np.uint8)
+    colour = _COLOURS[entry.status]
+    tile[:BAR] = colour
+    title = _fit(f"{entry.title}  {entry.label}", width - 2 * PAD, 0.42)
+    cv2.putText(tile, title, (PAD, BAR - 7), _FONT, 0.42, (255, 255, 255), 1, cv2.LINE_AA)
+    top = BAR + PAD
+    tile[top : top + THUMB, PAD : PAD + THUMB] = _photo_panel(entry, colour)
+    tile[top : top + THUMB, 2 * PAD + THUMB : 2 * PAD + 2 * THUMB] = _crop_panel(entry.crop)
+    lines = textwrap.wrap(_ascii(entry.reason), width=_chars_per_line(width - 2 * PAD, 0.4)) or [""]
+    if len(lines) > TEXT_LINES:
+        lines = lines[: TEXT_LINES - 1] + [lines[TEXT_LINES - 1][:-3] + "..."]
+    for i, line in enumerate(lines[:TEXT_LINES]):
+        y = top + THUMB + PAD + (i + 1) * LINE - 3
+        cv2.putText(tile, line, (PAD, y), _FONT, 0.4, colour if i == 0 else (40, 40, 40), 1, cv2.LINE_AA)
+    return tile
+
+
+def _photo_panel(entry: SheetEntry, colour: tuple[int, int, int]) -> np.ndarray:
+    panel = np.full((THUMB, THUMB, 3), _PANEL, np.uint8)
+    if entry.thumbnail is None:
+        cv2.putText(panel, "no image", (60, THUMB // 2), _FONT, 0.5, (90, 90, 90), 1, cv2.LINE_AA)
+        return panel
+    thumb = entry.thumbnail
+    factor = min(1.0, THUMB / max(thumb.shape[:2]))
+    if factor < 1.0:
+        thumb = cv2.resize(thumb, (round(thumb.shape[1] * factor), round(thumb.shape[0] * factor)),
+                           interpolation=cv2.INTER_AREA)
+    oy, ox = (THUMB - thumb.shape[0]) // 2, (THUMB - thumb.shape[1]) // 2
+    panel[oy : oy + thumb.shape[0], ox : ox + thumb.shape[1]] = thumb
+    scale = entry.thumb_scale * factor
+    for box in entry.other_boxes:
+        _box(panel, box, scale, (ox, oy), _OTHER_FACE, 1)
+    if entry.chosen_box is not None:
+        _box(panel, entry.chosen_box, scale, (ox, oy), colour, 2)
+    return panel
+
+
+def _box(panel: np.ndarray, box: Sequence[float], scale: float, offset: tuple[int, int],
+         colour: tuple[int, int, int], thickness: int) -> None:
+    x1, y1, x2, y2 = (float(v) * scale for v in box)
+    p1 = (round(x1) + offset[0], round(y1) + offset[1])
+    p2 = (round(x2) + offset[0], round(y2) + offset[1])
+    cv2.rectangle(panel, p1, p2, colour, thickness, cv2.LINE_AA)
+
+
+def _crop_panel(crop: np.ndarray | None) -> np.ndarray:
+    if crop is None:
+        panel = np.full((THUMB, THUMB, 3), _PANEL, np.uint8)
+        cv2.putText(panel, "no crop", (65, THUMB // 2), _FONT, 0.5, (90, 90, 90), 1, cv2.LINE_AA)
+        return panel
+    interpolation = cv2.INTER_AREA if crop.shape[0] > THUMB else cv2.INTER_LINEAR
+    return cv2.resize(crop, (THUMB, THUMB), interpolation=interpolation)
+
+
+def _chars_per_line(width: int, font_scale: float) -> int:
+    (char_w, _), _ = cv2.getTextSize("n", _FONT, font_scale, 1)
+    return max(10, width // max(1, char_w))
+
+
+def _fit(text: str, width: int, font_scale: float) -> str:
+    text = _ascii(text)
+    while len(text) > 4 and cv2.getTextSize(text, _FONT, font_scale, 1)[0][0] > width:
+        text = text[:-4] + "..."
+    return text
+
+
+def _ascii(text: str) -> str:
+    """OpenCV's Hershey fonts only draw ASCII; replace anything else with '?'."""
+    return text.encode("ascii", "replace").decode("ascii")
