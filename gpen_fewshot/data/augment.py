@@ -1,0 +1,101 @@
+"""Face-safe augmentations of aligned crops, applied to the clean image before it is degraded.
+
+Aligned face crops put the eyes and mouth at fixed template positions that GPEN relies on, so only changes
+that keep that geometry roughly intact are used: a horizontal flip (the template is left-right symmetric), a
+small zoom of 0.9-1.1 about a slightly jittered centre (output size kept, borders reflected), and
+brightness/contrast jitter. No rotation. Because the degradation runs after this, lq and gt stay
+pixel-aligned.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+
+@dataclass(frozen=True)
+class AugmentConfig:
+    """Augmentation parameters; the defaults are the project's face-safe ranges.
+
+    Attributes:
+        hflip_prob: probability of a horizontal flip.
+        scale_range: zoom factor ~ U(min, max); > 1 zooms in, < 1 out; (1, 1) disables it.
+        max_shift: centre jitter as a fraction of the side, at most the slack the zoom leaves.
+        brightness: additive brightness shift ~ U(-b, b) on [0, 1] images.
+        contrast: contrast factor ~ U(1 - c, 1 + c) around the image mean.
+    """
+
+    hflip_prob: float = 0.5
+    scale_range: tuple[float, float] = (0.9, 1.1)
+    max_shift: float = 0.02
+    brightness: float = 0.1
+    contrast: float = 0.1
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.hflip_prob <= 1.0:
+            raise ValueError(f"hflip_prob must be in [0, 1], got {self.hflip_prob}")
+        low, high = self.scale_range
+        if not 0.0 < low <= high:
+            raise ValueError(f"scale_range must be (min, max) with 0 < min <= max, got {self.scale_range}")
+        for name in ("max_shift", "brightness", "contrast"):
+            if not 0.0 <= getattr(self, name) < 1.0:
+                raise ValueError(f"{name} must be in [0, 1), got {getattr(self, name)}")
+
+
+NO_AUGMENT = AugmentConfig(
+    hflip_prob=0.0, scale_range=(1.0, 1.0), max_shift=0.0, brightness=0.0, contrast=0.0
+)
+
+
+def augment_face(img: np.ndarray, rng: np.random.Generator, config: AugmentConfig) -> np.ndarray:
+    """Randomly flip, zoom and colour-jitter an aligned face crop.
+
+    Args:
+        img: float32 RGB (H, W, 3) in [0, 1].
+        rng: source of randomness (a fixed number of draws per call, whatever is enabled).
+        config: augmentation parameters.
+
+    Returns:
+        float32 RGB (H, W, 3) in [0, 1], same size as ``img``.
+    """
+    flip, zoom, shift_x, shift_y, brightness, contrast = _draw(rng, config)
+    out = img[:, ::-1] if flip else img
+    if zoom != 1.0 or shift_x != 0.0 or shift_y != 0.0:
+        out = _zoom(out, zoom, shift_x, shift_y)
+    if brightness != 0.0 or contrast != 1.0:
+        mean = float(out.mean())
+        out = (out - mean) * np.float32(contrast) + np.float32(mean + brightness)
+    return np.clip(out, 0.0, 1.0).astype(np.float32, copy=False)
+
+
+def _draw(rng: np.random.Generator, cfg: AugmentConfig) -> tuple[bool, float, float, float, float, float]:
+    """All random numbers of one call, drawn in a fixed order so the stream does not depend on the config."""
+    u = rng.random(6)
+    flip = bool(u[0] < cfg.hflip_prob)
+    zoom = cfg.scale_range[0] + (cfg.scale_range[1] - cfg.scale_range[0]) * float(u[1])
+    slack = min(cfg.max_shift, abs(zoom - 1.0) / 2.0)  # never shift further than the zoom allows
+    shift_x, shift_y = slack * (2.0 * float(u[2]) - 1.0), slack * (2.0 * float(u[3]) - 1.0)
+    brightness = cfg.brightness * (2.0 * float(u[4]) - 1.0)
+    contrast = 1.0 + cfg.contrast * (2.0 * float(u[5]) - 1.0)
+    return flip, zoom, shift_x, shift_y, brightness, contrast
+
+
+def _zoom(img: np.ndarray, zoom: float, shift_x: float, shift_y: float) -> np.ndarray:
+    """Scale about the (shifted) centre, keeping the size; reflected borders fill a zoom-out."""
+    height, width = img.shape[:2]
+    center_x = (width - 1) / 2.0 + shift_x * width
+    center_y = (height - 1) / 2.0 + shift_y * height
+    # maps output pixel p to input pixel center + (p - out_center) / zoom (warpAffine gets the forward map)
+    matrix = np.array(
+        [[zoom, 0.0, (width - 1) / 2.0 - zoom * center_x], [0.0, zoom, (height - 1) / 2.0 - zoom * center_y]],
+        dtype=np.float64,
+    )
+    return cv2.warpAffine(
+        np.ascontiguousarray(img),
+        matrix,
+        (width, height),
+        flags=cv2.INTER_LINEAR,
+        borderMode=cv2.BORDER_REFLECT_101,
+    )
