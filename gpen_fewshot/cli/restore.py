@@ -1,0 +1,233 @@
+"""``gpen-restore`` / ``python restore.py``: restore the faces of photos, per person when registered.
+
+Examples::
+
+    python restore.py                                    # the bundled Solvay photo, base model
+    python restore.py -i photo.jpg -o out.png --person alice
+    python restore.py -i family/ -o restored/ --persons-dir data/persons --strength 0.7 --scale 2
+    python restore.py -i crops/ --aligned --weights data/persons/alice/weights
+
+Each output gets a JSON sidecar ``<output>.json`` (per face: box, person or base, identity distance, strength
+used, identity-guard decisions). Exit code: 0 when every input was restored, 1 when some failed (each failure
+is one line: unreadable file, no face, bad person weights), 2 when nothing could start (no base model, bad
+arguments).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from pathlib import Path
+
+import torch
+
+DEMO_INPUT = Path("data") / "demo" / "group" / "Solvay_conference_1927.png"
+EXIT_OK, EXIT_FAILURES, EXIT_SETUP = 0, 1, 2
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The command-line interface."""
+    p = argparse.ArgumentParser(prog="gpen-restore", description="Restore the faces of photos.",
+                                epilog=__doc__.split("\n\n", 1)[1],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("-i", "--input", type=Path, default=None,
+                   help=f"image file or folder (default: the bundled {DEMO_INPUT})")
+    p.add_argument("-o", "--output", default=None,
+                   help="output file (single input) or folder (an existing folder, a path ending in '/' or "
+                        "without an extension; default: output_<name> in the current folder)")
+    who = p.add_argument_group("models")
+    who.add_argument("--base", default=None,
+                     help="base model: weights name, checkpoint file or export directory (default: GPEN-BFR-512 "
+                          "if present, else gpen-compact-256)")
+    who.add_argument("--person", action="append", default=[], metavar="NAME",
+                     help="register a person (name or export path; repeatable); faces are matched by identity")
+    who.add_argument("--persons-dir", type=Path, default=None,
+                     help="where person names are looked up; without --person, register every person in it")
+    who.add_argument("--weights", type=Path, default=None,
+                     help="a person export applied to EVERY face (no identity matching)")
+    who.add_argument("--strength", type=float, default=1.0, help="0 = base weights, 1 = the person's weights (default: %(default)s)")
+    who.add_argument("--match-threshold", type=float, default=None,
+                     help="identity distance below which a face is a registered person (default: dlib's 0.6)")
+    guard = who.add_mutually_exclusive_group()
+    guard.add_argument("--guard-threshold", type=float, default=0.6,
+                       help="identity drift above which a result is retried weaker / with the base / dropped "
+                            "(default: %(default)s)")
+    guard.add_argument("--no-guard", action="store_true", help="disable the identity guard")
+    faces = p.add_argument_group("faces")
+    faces.add_argument("--scale", type=int, default=1,
+                       help="upscale the whole photo (background: OpenCV Lanczos, no SR model)")
+    faces.add_argument("--aligned", action="store_true", help="inputs are aligned face crops")
+    faces.add_argument("--save-faces", action="store_true",
+                       help="also write input|restored crop pairs to <output stem>_faces/")
+    faces.add_argument("--only-center-face", action="store_true", help="restore only the most central face")
+    faces.add_argument("--min-face-size", type=float, default=0.0, help="skip faces smaller than this (px)")
+    faces.add_argument("--detector", default="auto", choices=("auto", "resnet50", "mobilenet0.25"))
+    faces.add_argument("--no-color-match", action="store_true", help="paste without seam colour matching")
+    run = p.add_argument_group("run")
+    run.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
+    run.add_argument("--fp16", action="store_true", help="float16 autocast (CUDA only)")
+    run.add_argument("--batch-size", type=int, default=4, help="faces per forward pass (default: %(default)s)")
+    run.add_argument("-q", "--quiet", action="store_true", help="no per-face lines")
+    return p
+
+
+def _repo_root() -> Path:
+    return Path(__file__).resolve().parents[2]
+
+
+def default_input() -> Path:
+    """The bundled demo photo (looked up in the current folder, then in the source checkout)."""
+    for root in (Path.cwd(), _repo_root()):
+        if (root / DEMO_INPUT).is_file():
+            return root / DEMO_INPUT
+    return Path.cwd() / DEMO_INPUT
+
+
+def plan_outputs(input_path: Path, output: str | None) -> list[tuple[Path, Path]]:
+    """(input, output) pairs. Outputs keep the input file names (and formats) inside an output folder; a
+    single input defaults to ``./output_<name>``.
+
+    Args:
+        input_path: image file or folder.
+        output: output file or folder as typed (a trailing '/' marks a folder), or None.
+
+    Raises:
+        FileNotFoundError: the input does not exist or a folder holds no images.
+    """
+    from gpen_fewshot.data.io import IMAGE_EXTENSIONS, list_images
+
+    if input_path.is_dir():
+        images = list_images(input_path)
+        if not images:
+            raise FileNotFoundError(f"{input_path}: no images in this folder")
+        folder = Path(output) if output is not None else Path.cwd() / f"output_{input_path.name}"
+        return [(image, folder / image.name) for image in images]
+    if not input_path.exists():
+        raise FileNotFoundError(f"{input_path}: no such file or folder")
+    if output is None:
+        return [(input_path, Path.cwd() / f"output_{input_path.name}")]
+    target = Path(output)
+    is_folder = target.is_dir() or output.endswith(("/", os.sep)) or target.suffix.lower() not in IMAGE_EXTENSIONS
+    return [(input_path, target / input_path.name if is_folder else target)]
+
+
+def resolve_device(name: str, fp16: bool) -> tuple[torch.device, bool]:
+    """torch device for ``name`` ("auto" = CUDA if available) and whether fp16 stays on (CUDA only)."""
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu") if name == "auto" else torch.device(name)
+    if fp16 and device.type != "cuda":
+        print("warning: --fp16 needs a CUDA device; running in float32 on the CPU", file=sys.stderr)
+        fp16 = False
+    return device, fp16
+
+
+def _load_persons(args: argparse.Namespace) -> tuple[list, int]:
+    """PersonWeights for --person / --persons-dir; bad ones are reported (one line each) and skipped."""
+    from gpen_fewshot.export import ExportError, discover_persons, load_person
+
+    names: list = list(args.person)
+    if not names and args.persons_dir is not None:
+        try:
+            names = discover_persons(args.persons_dir)
+        except ExportError as err:
+            print(f"error: {err}", file=sys.stderr)
+            return [], 1
+    persons, failures = [], 0
+    for name in names:
+        try:
+            persons.append(load_person(name, args.persons_dir))
+        except (ExportError, ValueError) as err:
+            print(f"error: person {name}: {err}", file=sys.stderr)
+            failures += 1
+    return persons, failures
+
+
+def _options(args: argparse.Namespace, fp16: bool):
+    from gpen_fewshot.faces.paste import PasteConfig
+    from gpen_fewshot.restore import RestoreOptions
+
+    extra = {}
+    if args.match_threshold is not None:
+        extra["match_threshold"] = args.match_threshold
+    return RestoreOptions(
+        strength=args.strength, scale=args.scale, aligned=args.aligned, only_center_face=args.only_center_face,
+        min_face_size=args.min_face_size, batch_size=args.batch_size, fp16=fp16,
+        guard_threshold=None if args.no_guard else args.guard_threshold,
+        paste=PasteConfig(color_match=not args.no_color_match), **extra,
+    )
+
+
+def build_restorer(args: argparse.Namespace, device: torch.device, fp16: bool):
+    """The Restorer for the parsed arguments, and the number of persons that failed to load.
+
+    Raises:
+        FileNotFoundError / ValueError: no base model, bad --weights (the message is one line).
+    """
+    from gpen_fewshot.export import load_person
+    from gpen_fewshot.faces.detection import FaceDetector
+    from gpen_fewshot.restore import Restorer, load_base_model
+
+    options = _options(args, fp16)
+    persons, failures, force = [], 0, None
+    if args.weights is not None:
+        forced = load_person(args.weights)
+        persons, force = [forced], forced.name
+    else:
+        persons, failures = _load_persons(args)
+    base = load_base_model(args.base)
+    detector = None if args.aligned else FaceDetector(model=args.detector)
+    restorer = Restorer(base, persons, force_person=force, options=options, detector=detector, device=device)
+    return restorer, failures
+
+
+def _restore_all(restorer, pairs: list[tuple[Path, Path]], args: argparse.Namespace) -> int:
+    """Restore every pair; returns the number of failed inputs."""
+    from tqdm.auto import tqdm
+
+    failures = 0
+    for source, target in tqdm(pairs, desc="restoring", unit="photo", disable=len(pairs) < 2 or args.quiet):
+        try:
+            result = restorer.restore_file(source, target, save_faces=args.save_faces)
+        except Exception as err:  # one bad input must not stop a batch: report it in one line, go on
+            tqdm.write(f"{source}: {_one_line(err, source)}", file=sys.stderr)
+            failures += 1
+            continue
+        if not args.quiet:
+            for record in result.faces:
+                tqdm.write(f"{source.name}: {record.summary()}")
+            tqdm.write(f"{source.name}: wrote {target}")
+    return failures
+
+
+def _one_line(err: Exception, source: Path) -> str:
+    text = str(err).splitlines()[0] if str(err) else type(err).__name__
+    prefix = f"{source}: "
+    return text[len(prefix):] if text.startswith(prefix) else text
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point; returns the exit code (0 ok, 1 some inputs failed, 2 could not start)."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
+    if not 0.0 <= args.strength <= 1.0:
+        parser.error(f"--strength must be in [0, 1], got {args.strength}")
+    if args.scale < 1 or args.batch_size < 1:
+        parser.error("--scale and --batch-size must be >= 1")
+    try:
+        pairs = plan_outputs(args.input or default_input(), args.output)
+        device, fp16 = resolve_device(args.device, args.fp16)
+        restorer, failures = build_restorer(args, device, fp16)
+    except (FileNotFoundError, ValueError, RuntimeError) as err:
+        print(f"error: {str(err).splitlines()[0]}", file=sys.stderr)
+        return EXIT_SETUP
+    file_failures = _restore_all(restorer, pairs, args)
+    failures += file_failures
+    print(f"restored {len(pairs) - file_failures} of {len(pairs)} photo(s)"
+          + (f"; {failures} failure(s)" if failures else ""))
+    return EXIT_FAILURES if failures else EXIT_OK
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

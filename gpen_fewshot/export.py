@@ -1,0 +1,77 @@
+"""Per-person export of a fine-tuned GPEN generator, and its strict loader.
+
+An export is a directory (default for person ``alice``: ``<persons dir>/alice/weights/``; the persons dir is
+``$GPEN_FEWSHOT_PERSONS_DIR``, else ``<repo>/data/persons`` in a source checkout, else ``./data/persons``)
+holding
+
+- ``config.json``: format name and version, the generator architecture (``GeneratorConfig`` fields), crop
+  size, alignment template, storage ``mode``/``dtype``, the base checkpoint (name, sha256, path at export
+  time) and tensor counts;
+- ``model.safetensors``: the weights;
+- ``person.json`` (person exports only): name, base model name + sha256, training config hash, number of
+  photos, reference identity embedding (128 floats, dlib), final validation metrics, package version and
+  creation time.
+
+Storage modes:
+
+- ``"delta"`` (default): only the tensors that differ from the base (the parameters trainable in any stage,
+  plus any other tensor found to differ), stored **whole**, not as differences. The base checkpoint is
+  referenced by name + sha256 and must be present at load time. Whole tensors keep strength 1 exact
+  (``base + (tuned - base)`` is not bit-exact in floating point), need no arithmetic at load time and take
+  the same space: safetensors is uncompressed, so a difference costs as many bytes as a weight. (In fp16 a
+  stored difference would round more finely than a stored weight; fp16 is an opt-in size option and its
+  2^-11 relative rounding of the weights is accepted.)
+- ``"full"``: every tensor, self-contained (the base is still recorded, for ``strength < 1``).
+
+Loading is strict: every stored key must exist in the architecture (and base) with the same shape; a delta
+export's base must have the recorded sha256 (the error names expected and actual); a full export must hold
+every key. Exports are written into a temporary sibling directory and renamed into place.
+
+Typical use::
+
+    weights = load_person("alice")            # or a path to an export directory
+    generator = weights.build_generator(strength=0.5)
+    restorer = Restorer.from_pretrained("alice")   # gpen_fewshot.restore
+"""
+
+from gpen_fewshot.exporting.base import BaseReference, file_sha256, load_base_state_dict, resolve_base
+from gpen_fewshot.exporting.common import (
+    CONFIG_FILE,
+    ENV_PERSONS_DIR,
+    FORMAT_NAME,
+    FORMAT_VERSION,
+    PERSON_FILE,
+    WEIGHTS_FILE,
+    ExportError,
+    PersonMetadata,
+    default_export_dir,
+    discover_persons,
+    find_export_dir,
+    persons_dir,
+)
+from gpen_fewshot.exporting.reader import PersonWeights, load_export_generator, load_person
+from gpen_fewshot.exporting.writer import export_generator, export_person
+
+__all__ = [
+    "CONFIG_FILE",
+    "ENV_PERSONS_DIR",
+    "FORMAT_NAME",
+    "FORMAT_VERSION",
+    "PERSON_FILE",
+    "WEIGHTS_FILE",
+    "BaseReference",
+    "ExportError",
+    "PersonMetadata",
+    "PersonWeights",
+    "default_export_dir",
+    "discover_persons",
+    "export_generator",
+    "export_person",
+    "file_sha256",
+    "find_export_dir",
+    "load_base_state_dict",
+    "load_export_generator",
+    "load_person",
+    "persons_dir",
+    "resolve_base",
+]

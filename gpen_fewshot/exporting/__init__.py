@@ -1,0 +1,1 @@
+"""Implementation of :mod:`gpen_fewshot.export` (import from there)."""

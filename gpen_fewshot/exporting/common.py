@@ -1,0 +1,133 @@
+"""Export format constants, the error type, person metadata and where person exports live."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+
+FORMAT_NAME = "gpen-fewshot-generator"
+FORMAT_VERSION = 1
+CONFIG_FILE = "config.json"
+WEIGHTS_FILE = "model.safetensors"
+PERSON_FILE = "person.json"
+ENV_PERSONS_DIR = "GPEN_FEWSHOT_PERSONS_DIR"  # read by gpen_fewshot.data.person.persons_root
+EMBEDDING_DIM = 128
+MODES = ("delta", "full")
+DTYPES = {"fp32": torch.float32, "fp16": torch.float16}
+
+
+class ExportError(ValueError):
+    """An export cannot be written or loaded; the message names the directory/file and what is wrong."""
+
+
+@dataclasses.dataclass(frozen=True)
+class PersonMetadata:
+    """Contents of ``person.json``.
+
+    Attributes:
+        name: person name.
+        base_model: name of the base checkpoint training started from (registry name, file stem or export
+            directory name), None when trained without one.
+        base_sha256: sha256 of the base checkpoint file (``model.safetensors`` for an export directory).
+        config_hash: hash of the training config.
+        n_photos: number of photos trained on.
+        reference_embedding: 128 floats (dlib identity embedding of the person), or None.
+        metrics: final validation metrics.
+        package_version: gpen-fewshot version that wrote the export.
+        created: ISO 8601 UTC creation time.
+    """
+
+    name: str
+    base_model: str | None
+    base_sha256: str | None
+    config_hash: str | None
+    n_photos: int
+    reference_embedding: tuple[float, ...] | None
+    metrics: dict[str, float]
+    package_version: str
+    created: str
+
+    @property
+    def embedding(self) -> np.ndarray | None:
+        """Reference identity embedding as float64 (128,), or None when none was stored."""
+        if self.reference_embedding is None:
+            return None
+        return np.asarray(self.reference_embedding, dtype=np.float64)
+
+    @classmethod
+    def from_dict(cls, data: dict, source: Path) -> PersonMetadata:
+        """Parse ``person.json`` content; ``source`` names the file in error messages."""
+        try:
+            embedding = data.get("reference_embedding")
+            if embedding is not None:
+                embedding = tuple(float(v) for v in embedding)
+                if len(embedding) != EMBEDDING_DIM:
+                    raise ValueError(f"reference_embedding has {len(embedding)} values, expected {EMBEDDING_DIM}")
+            return cls(
+                name=str(data["name"]), base_model=data.get("base_model"), base_sha256=data.get("base_sha256"),
+                config_hash=data.get("config_hash"), n_photos=int(data.get("n_photos", 0)),
+                reference_embedding=embedding,
+                metrics={str(k): float(v) for k, v in (data.get("metrics") or {}).items()},
+                package_version=str(data.get("package_version", "unknown")), created=str(data.get("created", "")),
+            )
+        except (KeyError, TypeError, ValueError) as err:
+            raise ExportError(f"{source}: invalid person metadata ({err})") from None
+
+
+def persons_dir() -> Path:
+    """Root folder of the persons (same as ``gpen_fewshot.data.person.persons_root``):
+    ``$GPEN_FEWSHOT_PERSONS_DIR``, else ``<repo>/data/persons`` in a source checkout, else ``./data/persons``."""
+    from gpen_fewshot.data.person import persons_root
+
+    return persons_root()
+
+
+def default_export_dir(person_name: str, root: str | os.PathLike | None = None) -> Path:
+    """Where a person's weights are exported by default: ``<root or persons_dir()>/<name>/weights``."""
+    from gpen_fewshot.data.person import validate_person_name
+
+    return Path(root if root is not None else persons_dir()) / validate_person_name(person_name) / "weights"
+
+
+def find_export_dir(name_or_path: str | os.PathLike, root: str | os.PathLike | None = None) -> Path:
+    """Export directory for a person name or a path (the export itself or a person folder with ``weights/``).
+
+    Raises:
+        ExportError: nothing exported there; the message names the place that was searched.
+    """
+    path = Path(name_or_path).expanduser()
+    looks_like_path = path.exists() or os.sep in str(name_or_path) or str(name_or_path).startswith(".")
+    if looks_like_path:
+        for candidate in (path, path / "weights"):
+            if (candidate / CONFIG_FILE).is_file():
+                return candidate
+        what = "does not exist" if not path.exists() else f"has no {CONFIG_FILE} (not a gpen-fewshot export)"
+        raise ExportError(f"{path}: {what}")
+    try:
+        folder = default_export_dir(str(name_or_path), root)
+    except ValueError as err:
+        raise ExportError(str(err)) from None
+    if not (folder / CONFIG_FILE).is_file():
+        raise ExportError(f"person {str(name_or_path)!r}: no exported weights in {folder} (train them with "
+                          f"`python train.py person={name_or_path}`, or pass the export directory's path)")
+    return folder
+
+
+def discover_persons(root: str | os.PathLike) -> list[Path]:
+    """Person export directories under ``root`` (``<root>/<name>/weights/`` or ``<root>/<name>/``), sorted."""
+    root = Path(root)
+    if not root.is_dir():
+        raise ExportError(f"{root}: persons directory does not exist")
+    found = []
+    for child in sorted(p for p in root.iterdir() if p.is_dir()):
+        for candidate in (child / "weights", child):
+            if (candidate / CONFIG_FILE).is_file() and (candidate / PERSON_FILE).is_file():
+                found.append(candidate)
+                break
+    return found
+
+

@@ -1,0 +1,339 @@
+"""The restoration pipeline: detect, align, route by identity, restore in batches, guard identity, paste back."""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+
+from gpen_fewshot.data.io import read_image, write_image
+from gpen_fewshot.export import ExportError, PersonWeights, load_person
+from gpen_fewshot.faces.identity import SAME_PERSON_THRESHOLD
+from gpen_fewshot.faces.paste import FacePaste, PasteConfig, paste_faces
+from gpen_fewshot.restoration.guard import GuardedRunner, Job
+from gpen_fewshot.restoration.models import BASE, FaceModel, PersonModel, load_base_model
+from gpen_fewshot.restoration.records import SKIPPED, FaceRecord, RestoreResult
+from gpen_fewshot.restoration.routing import Route, forced_routes, route_faces
+from gpen_fewshot.utils.atomic import atomic_write_json
+
+log = logging.getLogger(__name__)
+
+EMBED_SIZE = 256  # routing embeddings come from crops aligned like the training crops (256, "gpen")
+EMBED_TEMPLATE = "gpen"
+BACKGROUND_UPSCALER = "OpenCV Lanczos (cv2.INTER_LANCZOS4); no super-resolution model"
+
+
+class NoFaceError(ValueError):
+    """No (usable) face was found in a photo."""
+
+
+@dataclass(frozen=True)
+class RestoreOptions:
+    """Restoration parameters.
+
+    Attributes:
+        strength: 0 = base weights, 1 = the person's tuned weights, parameter-wise interpolation between.
+        scale: integer upscaling of the whole photo (faces restored at model resolution, background Lanczos).
+        aligned: inputs are already aligned face crops (no detection, no paste-back).
+        only_center_face: restore only the face closest to the image centre.
+        min_face_size: skip faces whose box's shorter side is below this many pixels.
+        batch_size: crops per forward pass.
+        match_threshold: a face is a registered person when its identity distance is below this.
+        guard_threshold: identity drift (restored vs input crop) above which a result is rejected and a
+            weaker strength / the base / the input is used instead; None disables the guard.
+        guard_min_strength: weakest non-zero strength the guard tries before falling back to the base.
+        fp16: float16 autocast on CUDA (ignored on CPU).
+        paste: paste-back mask and colour-matching parameters.
+    """
+
+    strength: float = 1.0
+    scale: int = 1
+    aligned: bool = False
+    only_center_face: bool = False
+    min_face_size: float = 0.0
+    batch_size: int = 4
+    match_threshold: float = SAME_PERSON_THRESHOLD
+    guard_threshold: float | None = 0.6
+    guard_min_strength: float = 0.125
+    fp16: bool = False
+    paste: PasteConfig = field(default_factory=PasteConfig)
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.strength <= 1.0:
+            raise ValueError(f"strength must be in [0, 1], got {self.strength}")
+        if int(self.scale) != self.scale or self.scale < 1:
+            raise ValueError(f"scale must be an integer >= 1, got {self.scale}")
+        if self.batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
+        if self.guard_threshold is not None and self.guard_threshold <= 0:
+            raise ValueError(f"guard_threshold must be > 0 (or None to disable), got {self.guard_threshold}")
+
+
+def _default_device() -> torch.device:
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+class Restorer:
+    """Restores the faces of photos, choosing per face between the base model and registered persons.
+
+    Args:
+        base: the base model: a ``FaceModel``, a weights name / checkpoint file / export directory, or None
+            for the default (GPEN-BFR-512 if present, else the compact prior).
+        persons: registered persons: ``PersonWeights``, ``FaceModel`` (with a reference embedding), or names /
+            export paths for :func:`gpen_fewshot.export.load_person`.
+        force_person: name of one of ``persons`` to use for every face (no identity matching).
+        options: restoration parameters.
+        detector: a face detector (``detect(image) -> list[Face]``); default ``FaceDetector()`` on first use.
+        embedder: identity embedder (``embed(crop) -> (128,)``, ``distance(a, b)``) used for every crop
+            template; default ``IdentityEmbedder(template)`` per template on first use (only needed for
+            routing and the identity guard).
+        device: torch device (default: CUDA when available, else CPU).
+    """
+
+    def __init__(self, base: FaceModel | str | os.PathLike | None = None,
+                 persons: Sequence[PersonWeights | FaceModel | str | os.PathLike] = (), *,
+                 force_person: str | None = None, options: RestoreOptions | None = None, detector=None,
+                 embedder=None, device: str | torch.device | None = None) -> None:
+        self.options = options or RestoreOptions()
+        self.base = base if isinstance(base, FaceModel) else load_base_model(base)
+        self.persons = _person_models(persons)
+        if force_person is not None and force_person not in self.persons:
+            raise ValueError(f"force_person {force_person!r} is not one of the persons {sorted(self.persons)}")
+        self.force_person = force_person
+        self.device = torch.device(device) if device is not None else _default_device()
+        self._detector = detector
+        self._embedder = embedder
+        self._embedders: dict[str, object] = {}
+        self._embedder_failed = False
+
+    @classmethod
+    def from_pretrained(cls, path_or_name: str | os.PathLike, *, persons_dir: str | os.PathLike | None = None,
+                        route: bool = True, **kwargs) -> Restorer:
+        """A restorer for one person's export (by name or path), with that person's base model as the base.
+
+        Args:
+            path_or_name: person name or export directory.
+            persons_dir: where person names are looked up.
+            route: match identities (other faces get the base); False applies the person to every face.
+            **kwargs: further ``Restorer`` arguments (options, device, detector, embedder).
+        """
+        weights = load_person(path_or_name, persons_dir)
+        base = kwargs.pop("base", None)
+        if base is None:
+            try:  # the person's own base: strength 0 of its weights (bit-identical to the base checkpoint)
+                base = FaceModel(weights.build_generator(0.0), weights.size, BASE, weights.template)
+            except ExportError as err:  # a full export whose base is not on this machine
+                log.warning("%s; using the default base model", err)
+        return cls(base, [weights], force_person=None if route else weights.name, **kwargs)
+
+    # ------------------------------------------------------------------------------------------ helpers
+    def detector(self):
+        """The face detector (created on first use)."""
+        if self._detector is None:
+            from gpen_fewshot.faces.detection import FaceDetector
+
+            self._detector = FaceDetector()
+        return self._detector
+
+    def embedder(self, template: str = EMBED_TEMPLATE):
+        """The identity embedder for crops of ``template``, or None when it cannot be loaded (logged once)."""
+        if self._embedder is not None:
+            return self._embedder
+        if template not in self._embedders and not self._embedder_failed:
+            try:
+                from gpen_fewshot.faces.identity import IdentityEmbedder
+
+                self._embedders[template] = IdentityEmbedder(template=template).load()
+            except (ImportError, OSError, RuntimeError, ValueError) as err:
+                self._embedder_failed = True
+                log.warning("identity embeddings unavailable (%s): no routing, no identity guard", err)
+        return self._embedders.get(template)
+
+    def _needs_embeddings(self) -> bool:
+        routing = bool(self.persons) and self.force_person is None
+        return routing or self.options.guard_threshold is not None
+
+    def _runner(self) -> GuardedRunner:
+        usable = self._needs_embeddings() and self.embedder() is not None
+        return GuardedRunner(self.base, self.embedder if usable else None, self.device, self.options.batch_size,
+                             self.options.fp16,
+                             self.options.guard_threshold, self.options.guard_min_strength)
+
+    # ---------------------------------------------------------------------------------------------- API
+    def restore(self, image: np.ndarray) -> RestoreResult:
+        """Restore every face of a photo (or one aligned crop with ``options.aligned``).
+
+        Args:
+            image: uint8 (H, W, 3) RGB.
+
+        Returns:
+            ``RestoreResult`` with the uint8 (H*scale, W*scale, 3) RGB output and per-face records.
+
+        Raises:
+            NoFaceError: no face found (or none left after ``min_face_size`` / ``only_center_face``).
+        """
+        if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
+            raise ValueError(f"expected a uint8 (H, W, 3) RGB image, got {image.dtype} {image.shape}")
+        if self.options.aligned:
+            return self._restore_aligned(image)
+        runner = self._runner()
+        faces, records = self._detect(image)
+        jobs = [Job(record, image, face.landmarks) for face, record in faces]
+        self._route(jobs, runner, (EMBED_SIZE, EMBED_TEMPLATE))
+        runner.run(jobs, self.options.strength)
+        gray = _is_gray(image)
+        pastes = [FacePaste(_gray(j.output) if gray else j.output, j.aligned().inverse_affine,
+                            j.aligned().crop) for j in jobs if j.output is not None]
+        scale = int(self.options.scale)
+        background = image if scale == 1 else cv2.resize(
+            image, (image.shape[1] * scale, image.shape[0] * scale), interpolation=cv2.INTER_LANCZOS4)
+        output = paste_faces(background, pastes, self.options.paste, scale=scale)
+        pairs = [(j.aligned().crop, j.output) for j in jobs]
+        return RestoreResult(output, records, pairs, image.shape[:2], scale, self._info(runner))
+
+    def restore_file(self, input_path: str | os.PathLike, output_path: str | os.PathLike,
+                     save_faces: bool = False, sidecar: bool = True) -> RestoreResult:
+        """Read, restore and write one photo (plus the JSON sidecar ``<output>.json`` and optional face pairs).
+
+        Raises:
+            ImageReadError: unreadable input. NoFaceError: no face found.
+        """
+        output_path = Path(output_path)
+        result = self.restore(read_image(input_path))
+        write_image(output_path, result.image)
+        if sidecar:
+            atomic_write_json(sidecar_path(output_path), {"input": str(input_path), "output": str(output_path),
+                                                          **result.to_dict()})
+        if save_faces:
+            _save_pairs(result, output_path.parent / f"{output_path.stem}_faces")
+        return result
+
+    # --------------------------------------------------------------------------------------- internals
+    def _detect(self, image: np.ndarray) -> tuple[list, list[FaceRecord]]:
+        detected = self.detector().detect(image)
+        if not detected:
+            raise NoFaceError("no face found")
+        records = [FaceRecord(i, [float(v) for v in f.box], float(f.score)) for i, f in enumerate(detected)]
+        keep = _select(detected, image.shape[:2], self.options)
+        for i, record in enumerate(records):
+            if i not in keep:
+                record.decision, record.note = SKIPPED, _skip_reason(detected[i], self.options)
+        if not keep:
+            raise NoFaceError(f"{len(detected)} face(s) found but none kept ({records[0].note})")
+        return [(detected[i], records[i]) for i in sorted(keep)], records
+
+    def _route(self, jobs: list[Job], runner: GuardedRunner, geometry: tuple[int, str]) -> None:
+        """Choose each job's model: the forced person, a matching registered person, or the base."""
+        if self.force_person is not None:
+            routes = forced_routes(len(jobs), self.force_person)
+        elif not self.persons:
+            routes = [Route(None, None, {}, "no persons registered")] * len(jobs)
+        else:
+            references = {n: m.reference_embedding for n, m in self.persons.items()
+                          if m.reference_embedding is not None}
+            embeddings = [j.embedding(*geometry, runner) if references else None for j in jobs]
+            routes = route_faces(embeddings, references, self.options.match_threshold, runner.distance)
+        for job, route in zip(jobs, routes, strict=True):
+            _apply_route(job, route, self.persons, self.base)
+
+    def _restore_aligned(self, image: np.ndarray) -> RestoreResult:
+        runner = self._runner()
+        record = FaceRecord(0, [0.0, 0.0, float(image.shape[1]), float(image.shape[0])], 1.0)
+        job = Job(record, image, None)
+        self._route([job], runner, (image.shape[0], EMBED_TEMPLATE))  # the crop as given
+        runner.run([job], self.options.strength)
+        out = job.output if job.output is not None else image
+        height, width = (image.shape[0] * self.options.scale, image.shape[1] * self.options.scale)
+        if out.shape[:2] != (height, width):
+            out = cv2.resize(out, (width, height), interpolation=cv2.INTER_LANCZOS4)
+        if _is_gray(image):
+            out = _gray(out)
+        pair = (job.crop(job.model.size, job.model.template), job.output)
+        return RestoreResult(out, [record], [pair], image.shape[:2], self.options.scale, self._info(runner))
+
+    def _info(self, runner: GuardedRunner) -> dict:
+        return {
+            "base": getattr(self.base, "source", None) or self.base.name,
+            "persons": sorted(self.persons),
+            "forced_person": self.force_person,
+            "strength": self.options.strength,
+            "match_threshold": self.options.match_threshold,
+            "guard_threshold": self.options.guard_threshold if runner.enabled else None,
+            "background_upscaler": BACKGROUND_UPSCALER if self.options.scale > 1 else None,
+            "device": str(self.device),
+        }
+
+
+def _person_models(persons: Sequence[PersonWeights | FaceModel | str | os.PathLike]) -> dict[str, FaceModel]:
+    models: dict[str, FaceModel] = {}
+    for item in persons:
+        if isinstance(item, FaceModel):
+            model = item
+        elif isinstance(item, PersonWeights):
+            model = PersonModel(item)
+        else:
+            model = PersonModel(load_person(item))
+        if model.name in models or model.name == BASE:
+            raise ValueError(f"person name {model.name!r} is used twice (or is reserved)")
+        models[model.name] = model
+    return models
+
+
+def _apply_route(job: Job, route: Route, persons: dict[str, FaceModel], base: FaceModel) -> None:
+    record = job.record
+    record.person, record.distance, record.candidates = route.person, route.distance, route.candidates
+    record.route_reason = route.reason
+    job.model = persons[route.person] if route.person is not None else base
+
+
+def _skip_reason(face, options: RestoreOptions) -> str:
+    """Why a face was skipped (see ``_select``)."""
+    side = min(face.box[2] - face.box[0], face.box[3] - face.box[1])
+    if side < options.min_face_size:
+        return f"smaller than --min-face-size {options.min_face_size:g} px ({side:.0f} px)"
+    return "not the centre face (--only-center-face)"
+
+
+def _select(faces: list, shape: tuple[int, int], options: RestoreOptions) -> set[int]:
+    """Indices of the faces to restore: big enough, and only the most central one if asked."""
+    keep = [i for i, f in enumerate(faces) if min(f.box[2] - f.box[0], f.box[3] - f.box[1]) >= options.min_face_size]
+    if options.only_center_face and keep:
+        centre = np.array([shape[1] / 2.0, shape[0] / 2.0])
+
+        def offset(i: int) -> float:
+            box = faces[i].box
+            return float(np.linalg.norm(np.array([(box[0] + box[2]) / 2, (box[1] + box[3]) / 2]) - centre))
+
+        keep = [min(keep, key=offset)]
+    return set(keep)
+
+
+def _is_gray(image: np.ndarray) -> bool:
+    """Whether all three channels are equal (a black-and-white photo stored as RGB)."""
+    return bool(np.array_equal(image[..., 0], image[..., 1]) and np.array_equal(image[..., 1], image[..., 2]))
+
+
+def _gray(image: np.ndarray) -> np.ndarray:
+    """RGB -> luma replicated over three channels (restored faces of a black-and-white photo stay so)."""
+    return np.repeat(cv2.cvtColor(image, cv2.COLOR_RGB2GRAY)[:, :, None], 3, axis=2)
+
+
+def sidecar_path(output_path: str | os.PathLike) -> Path:
+    """``<output>.json`` (the whole file name plus ``.json``, so a.jpg and a.png never share one)."""
+    output_path = Path(output_path)
+    return output_path.with_name(output_path.name + ".json")
+
+
+def _save_pairs(result: RestoreResult, folder: Path) -> None:
+    for record, (crop, restored) in zip((r for r in result.faces if r.decision != SKIPPED), result.pairs,
+                                        strict=False):
+        right = restored if restored is not None else crop
+        if right.shape != crop.shape:
+            right = cv2.resize(right, (crop.shape[1], crop.shape[0]), interpolation=cv2.INTER_LANCZOS4)
+        write_image(folder / f"face{record.index:02d}_{record.model or 'input'}.png", np.hstack([crop, right]))
