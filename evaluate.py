@@ -1,0 +1,29 @@
+"""Evaluate personalised models against their base: ``python evaluate.py person=alice ckpt=<run dir>``."""
+
+import os
+import sys
+from pathlib import Path
+
+import hydra
+from omegaconf import DictConfig, OmegaConf
+
+import gpen_fewshot.training.resolvers as resolvers
+from gpen_fewshot.evaluation.runner import main as run
+from gpen_fewshot.evaluation.runner import user_errors
+
+
+@hydra.main(version_base="1.3", config_path="configs", config_name="eval")
+def main(cfg: DictConfig) -> None:
+    try:
+        run(OmegaConf.to_container(cfg, resolve=True))
+    except user_errors() as error:
+        if os.environ.get("HYDRA_FULL_ERROR") == "1":
+            raise
+        print(f"\nerror: {error}", file=sys.stderr)
+        raise SystemExit(1) from None
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("GPEN_FEWSHOT_ROOT", str(Path(__file__).resolve().parent))
+    resolvers.register_resolvers()
+    main()

@@ -1,0 +1,490 @@
+"""Evaluation outputs: report.md (tables, best values in bold, deltas vs base, ranking), metrics.csv,
+metrics.json (both parse back with ``read_csv`` / ``read_json``) and one comparison grid PNG per set and level.
+
+Tables are ``results[set][model][level][metric] -> float | Unavailable`` (see ``runner.py``). "Best" is
+judged among the base and tuned models (never the ``input`` row), only where at least two have a number.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+
+from gpen_fewshot.data.io import write_image
+from gpen_fewshot.evaluation.values import MetricValue, Unavailable
+from gpen_fewshot.utils.atomic import atomic_write_json, atomic_write_text
+
+MEAN_LEVEL = "mean"
+CSV_FIELDS = ("set", "model", "level", "metric", "value", "delta_vs_base", "best", "unavailable")
+
+
+@dataclass(frozen=True)
+class MetricInfo:
+    """How a metric is shown: label, whether higher is better (None: not a score), decimals."""
+
+    label: str
+    higher_is_better: bool | None
+    decimals: int
+
+
+METRICS: dict[str, MetricInfo] = {
+    "psnr": MetricInfo("PSNR", True, 2),
+    "ssim": MetricInfo("SSIM", True, 4),
+    "psnr_y": MetricInfo("PSNR-Y", True, 2),
+    "ssim_y": MetricInfo("SSIM-Y", True, 4),
+    "lpips": MetricInfo("LPIPS", False, 4),
+    "fid": MetricInfo("FID", False, 2),
+    "kid": MetricInfo("KID", False, 4),
+    "kid_std": MetricInfo("KID std", None, 4),
+    "fid_num_images": MetricInfo("n (FID)", None, 0),
+    "niqe": MetricInfo("NIQE", False, 3),
+    "id_distance_gt": MetricInfo("ID dist GT", False, 3),
+    "id_similarity_gt": MetricInfo("ID sim GT", True, 3),
+    "id_verified_gt": MetricInfo("verified GT", True, 2),
+    "id_distance_ref": MetricInfo("ID dist ref", False, 3),
+    "id_similarity_ref": MetricInfo("ID sim ref", True, 3),
+    "id_verified_ref": MetricInfo("verified ref", True, 2),
+    "num_images": MetricInfo("n images", None, 0),
+}
+SUMMARY_METRICS = ("psnr", "ssim", "lpips", "fid", "niqe", "id_distance_gt", "id_distance_ref", "id_verified_ref")
+# On other people, closeness to the *evaluated person's* reference is what must NOT grow.
+_OTHERS_FLIPPED = ("id_distance_ref", "id_similarity_ref", "id_verified_ref")
+
+
+def direction(metric: str, set_name: str = "person") -> bool | None:
+    """True if higher is better, False if lower is, None if not a score (unknown metrics: None)."""
+    info = METRICS.get(metric)
+    if info is None or info.higher_is_better is None:
+        return None
+    if set_name == "others" and metric in _OTHERS_FLIPPED:
+        return not info.higher_is_better
+    return info.higher_is_better
+
+
+def _number(value: Any) -> float | None:
+    return None if isinstance(value, Unavailable) or value is None else float(value)
+
+
+def metric_names(table: Mapping[str, Mapping[str, Mapping[str, MetricValue]]]) -> list[str]:
+    """Metrics present in a set's table, known ones in ``METRICS`` order, then others sorted."""
+    present = {m for levels in table.values() for values in levels.values() for m in values}
+    return [m for m in METRICS if m in present] + sorted(present - METRICS.keys())
+
+
+def level_mean(levels: Mapping[str, Mapping[str, MetricValue]], metric: str,
+               level_names: Sequence[str]) -> MetricValue:
+    """Mean of a metric over levels; ``Unavailable`` (the first reason) if any level lacks a number."""
+    values = []
+    for level in level_names:
+        value = levels.get(level, {}).get(metric, Unavailable(f"{metric}: not computed"))
+        if isinstance(value, Unavailable):
+            return value
+        values.append(float(value))
+    return float(np.mean(values)) if values else Unavailable(f"{metric}: no levels")
+
+
+def best_models(table: Mapping[str, Mapping[str, Mapping[str, MetricValue]]], candidates: Sequence[str], level: str,
+                metric: str, set_name: str = "person", level_names: Sequence[str] = ()) -> set[str]:
+    """Models with the best value of ``metric`` at ``level`` (ties: all); empty when fewer than 2 numbers.
+
+    ``level`` may be ``"mean"`` (mean over ``level_names``).
+    """
+    higher = direction(metric, set_name)
+    if higher is None:
+        return set()
+    values = {}
+    for model in candidates:
+        value = (level_mean(table.get(model, {}), metric, level_names) if level == MEAN_LEVEL
+                 else table.get(model, {}).get(level, {}).get(metric))
+        if _number(value) is not None and not math.isnan(float(value)):
+            values[model] = float(value)
+    if len(values) < 2 or len(set(values.values())) == 1:  # nothing to choose between
+        return set()
+    target = max(values.values()) if higher else min(values.values())
+    return {m for m, v in values.items() if v == target}
+
+
+def delta(value: MetricValue | None, base: MetricValue | None, metric: str | None = None) -> float | None:
+    """``value - base`` when both are finite numbers (and ``metric``, if named, is a score), else None."""
+    if metric is not None and direction(metric) is None:
+        return None
+    a, b = _number(value), _number(base)
+    if a is None or b is None or not (math.isfinite(a) and math.isfinite(b)):
+        return None
+    return a - b
+
+
+def _fmt(value: MetricValue | None, metric: str) -> str:
+    number = _number(value)
+    if number is None:
+        return "n/a"
+    if not math.isfinite(number):
+        return str(number)
+    return f"{number:.{METRICS[metric].decimals if metric in METRICS else 4}f}"
+
+
+def _fmt_delta(value: float | None, metric: str) -> str:
+    if value is None:
+        return ""
+    return f" ({value:+.{METRICS[metric].decimals if metric in METRICS else 4}f})"
+
+
+def format_cell(value: MetricValue | None, metric: str, is_best: bool, diff: float | None) -> str:
+    """Markdown cell: value (bold when best) and the delta vs base in parentheses."""
+    text = _fmt(value, metric)
+    return (f"**{text}**" if is_best else text) + _fmt_delta(diff, metric)
+
+
+# -------------------------------------------------------------------------------------------- the tables
+@dataclass(frozen=True)
+class TableContext:
+    """Roles needed to mark a table: the candidates for "best" and each model's base row (or None)."""
+
+    candidates: tuple[str, ...]
+    base_of: Mapping[str, str | None]
+    levels: tuple[str, ...]
+
+
+def context_from_models(models: Sequence[Mapping[str, Any]], levels: Sequence[str]) -> TableContext:
+    """Candidates = base and tuned rows; every tuned row's base is the ``base`` row when there is one."""
+    names = [m["name"] for m in models if m["role"] != "input"]
+    base = next((m["name"] for m in models if m["role"] == "base"), None)
+    base_of = {m["name"]: (base if m["role"] == "tuned" else None) for m in models}
+    return TableContext(tuple(names), base_of, tuple(levels))
+
+
+def level_table(table: Mapping[str, Mapping[str, Mapping[str, MetricValue]]], rows: Sequence[str], level: str,
+                ctx: TableContext, set_name: str, metrics: Sequence[str] | None = None) -> str:
+    """Markdown table of one level (or ``"mean"``): rows = models, columns = metrics."""
+    metrics = list(metrics or metric_names(table))
+    arrows = {True: " ↑", False: " ↓", None: ""}
+    header = "| model | " + " | ".join(METRICS[m].label + arrows[direction(m, set_name)] if m in METRICS else m
+                                       for m in metrics) + " |"
+    lines = [header, "|" + "---|" * (len(metrics) + 1)]
+    best = {m: best_models(table, ctx.candidates, level, m, set_name, ctx.levels) for m in metrics}
+    for model in rows:
+        cells = []
+        for metric in metrics:
+            value = _value(table, model, level, metric, ctx.levels)
+            base = ctx.base_of.get(model)
+            diff = delta(value, _value(table, base, level, metric, ctx.levels), metric) if base else None
+            cells.append(format_cell(value, metric, model in best[metric], diff))
+        lines.append(f"| {model} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def _value(table: Mapping, model: str | None, level: str, metric: str, levels: Sequence[str]) -> MetricValue | None:
+    if model is None or model not in table:
+        return None
+    if level == MEAN_LEVEL:
+        return level_mean(table[model], metric, levels)
+    return table[model].get(level, {}).get(metric)
+
+
+def ranking(table: Mapping[str, Mapping[str, Mapping[str, MetricValue]]], models: Sequence[str], metric: str,
+            level: str, levels: Sequence[str], set_name: str = "person") -> list[tuple[str, float | None]]:
+    """Models ordered best first by ``metric`` at ``level`` (or ``"mean"``); models without a number last."""
+    higher = direction(metric, set_name)
+    if higher is None:
+        raise ValueError(f"rank_by={metric!r} is not a score; choose one of "
+                         f"{[m for m in METRICS if METRICS[m].higher_is_better is not None]}")
+    scored = [(m, _number(_value(table, m, level, metric, levels))) for m in models]
+    have = sorted((s for s in scored if s[1] is not None), key=lambda s: s[1], reverse=higher)
+    return have + [s for s in scored if s[1] is None]
+
+
+def specificity_flags(others: Mapping[str, Mapping[str, Mapping[str, MetricValue]]], ctx: TableContext,
+                      tolerance: float, person: str) -> list[str]:
+    """Warnings where a tuned model hurts other people's identity compared with its base.
+
+    Flags: mean distance to their own ground truth grows by more than ``tolerance``, or their distance to the
+    person's reference shrinks by more than ``tolerance`` (faces pulled towards the person).
+    """
+    flags = []
+    for model, base in ctx.base_of.items():
+        if base is None or model not in others or base not in others:
+            continue
+        for level in ctx.levels:
+            mine, theirs = others[model].get(level, {}), others[base].get(level, {})
+            own = delta(mine.get("id_distance_gt"), theirs.get("id_distance_gt"))
+            ref = delta(mine.get("id_distance_ref"), theirs.get("id_distance_ref"))
+            if own is not None and own > tolerance:
+                flags.append(f"{model} @ {level}: other people's identity drops: distance to their own ground truth "
+                             f"{own:+.3f} vs {base} (tolerance {tolerance:g})")
+            if ref is not None and ref < -tolerance:
+                flags.append(f"{model} @ {level}: other people are pulled towards {person}: distance to "
+                             f"{person}'s reference {ref:+.3f} vs {base} (tolerance {tolerance:g})")
+    return flags
+
+
+def unavailable_reasons(results: Mapping[str, Any]) -> list[str]:
+    """Distinct reasons of every ``Unavailable`` value, in first-seen order."""
+    seen: dict[str, None] = {}
+    for models in results.values():
+        for levels in models.values():
+            for values in levels.values():
+                for value in values.values():
+                    if isinstance(value, Unavailable):
+                        seen.setdefault(value.reason, None)
+    return list(seen)
+
+
+# ---------------------------------------------------------------------------------- csv / json round trip
+def _encode(value: MetricValue) -> Any:
+    if isinstance(value, Unavailable):
+        return {"unavailable": value.reason}
+    number = float(value)
+    return number if math.isfinite(number) else str(number)
+
+
+def _decode(value: Any) -> MetricValue:
+    if isinstance(value, dict):
+        return Unavailable(str(value["unavailable"]))
+    return float(value)
+
+
+def results_to_json(results: Mapping[str, Any]) -> dict:
+    """``results`` with numbers as JSON numbers (non-finite as strings) and ``{"unavailable": reason}``."""
+    return {s: {m: {lv: {k: _encode(v) for k, v in vals.items()} for lv, vals in levels.items()}
+                for m, levels in models.items()} for s, models in results.items()}
+
+
+def results_from_json(data: Mapping[str, Any]) -> dict:
+    """Inverse of ``results_to_json``."""
+    return {s: {m: {lv: {k: _decode(v) for k, v in vals.items()} for lv, vals in levels.items()}
+                for m, levels in models.items()} for s, models in data.items()}
+
+
+def read_json(path: str | Path) -> dict:
+    """metrics.json with its ``results`` decoded (floats and ``Unavailable``)."""
+    data = json.loads(Path(path).read_text(encoding="utf-8"))
+    data["results"] = results_from_json(data["results"])
+    return data
+
+
+def csv_text(results: Mapping[str, Any], ctxs: Mapping[str, TableContext]) -> str:
+    """Long-format CSV: one row per (set, model, level, metric) with the delta vs base and a best flag."""
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=CSV_FIELDS, lineterminator="\n")
+    writer.writeheader()
+    for set_name, models in results.items():
+        ctx = ctxs[set_name]
+        for model, levels in models.items():
+            for level, values in levels.items():
+                for metric, value in values.items():
+                    base = ctx.base_of.get(model)
+                    diff = delta(value, models.get(base, {}).get(level, {}).get(metric), metric) if base else None
+                    best = model in best_models(models, ctx.candidates, level, metric, set_name, ctx.levels)
+                    writer.writerow({"set": set_name, "model": model, "level": level, "metric": metric,
+                                     "value": "" if isinstance(value, Unavailable) else repr(float(value)),
+                                     "delta_vs_base": "" if diff is None else repr(diff), "best": int(best),
+                                     "unavailable": value.reason if isinstance(value, Unavailable) else ""})
+    return buffer.getvalue()
+
+
+def read_csv(path: str | Path) -> dict:
+    """metrics.csv back into ``results[set][model][level][metric]`` (floats and ``Unavailable``)."""
+    results: dict = {}
+    with open(path, newline="", encoding="utf-8") as handle:
+        for row in csv.DictReader(handle):
+            value = Unavailable(row["unavailable"]) if row["unavailable"] else float(row["value"])
+            results.setdefault(row["set"], {}).setdefault(row["model"], {}).setdefault(row["level"], {})[
+                row["metric"]] = value
+    return results
+
+
+# ------------------------------------------------------------------------------------------------ grids
+def _label_tile(text: str, width: int, height: int) -> np.ndarray:
+    """White ``height`` x ``width`` tile with ``text`` centred (shortened with "~" to fit; ASCII font)."""
+    tile = np.full((height, width, 3), 255, np.uint8)
+    font, scale = cv2.FONT_HERSHEY_SIMPLEX, height / 40.0
+    text = text.encode("ascii", "replace").decode()
+    shown = text
+    while len(shown) > 1 and cv2.getTextSize(shown, font, scale, 1)[0][0] > width - 6:
+        shown = "~" + shown[2:]  # keep the end: run names differ in their time / job number
+    size = cv2.getTextSize(shown, font, scale, 1)[0]
+    origin = (max(3, (width - size[0]) // 2), (height + size[1]) // 2)
+    cv2.putText(tile, shown, origin, font, scale, (0, 0, 0), 1, cv2.LINE_AA)
+    return tile
+
+
+def comparison_grid(columns: Mapping[str, Sequence[np.ndarray]], order: Sequence[str]) -> np.ndarray:
+    """Labelled grid: one column per label in ``order``, one row per photo.
+
+    Args:
+        columns: label -> uint8 RGB images (one per row); images of other sizes are resized to the first
+            column's size.
+        order: column labels, left to right.
+
+    Returns:
+        uint8 RGB (header + rows * S, len(order) * S, 3).
+    """
+    first = columns[order[0]]
+    if not first:
+        raise ValueError("comparison_grid needs at least one row")
+    side = first[0].shape[0]
+    header = np.concatenate([_label_tile(label, side, max(20, side // 8)) for label in order], axis=1)
+    rows = []
+    for r in range(len(first)):
+        tiles = []
+        for label in order:
+            image = columns[label][r]
+            if image.shape[:2] != (side, side):
+                image = cv2.resize(image, (side, side), interpolation=cv2.INTER_AREA)
+            tiles.append(image)
+        rows.append(np.concatenate(tiles, axis=1))
+    return np.concatenate([header, *rows], axis=0)
+
+
+def write_grids(grids: Mapping[str, Mapping[str, Mapping[str, Sequence[np.ndarray]]]], out_dir: Path) -> list[Path]:
+    """``grid_<set>_<level>.png`` per set and level (input | models... | ground truth)."""
+    paths = []
+    for set_name, levels in grids.items():
+        for level, columns in levels.items():
+            order = ["input", *[c for c in columns if c not in ("input", "ground truth")], "ground truth"]
+            if not columns.get("input"):
+                continue
+            path = out_dir / f"grid_{set_name}_{level}.png"
+            write_image(path, comparison_grid(columns, order))
+            paths.append(path)
+    return paths
+
+
+# ----------------------------------------------------------------------------------------------- report
+@dataclass(frozen=True)
+class ReportSettings:
+    """Ranking and specificity settings of the report."""
+
+    rank_by: str = "psnr"
+    rank_level: str = MEAN_LEVEL
+    tolerance: float = 0.03
+
+
+def write_report(evaluation: Any, out_dir: str | Path, settings: ReportSettings = ReportSettings(),
+                 protocol: Mapping[str, Any] | None = None) -> dict[str, Path]:
+    """Write report.md, metrics.csv, metrics.json and the grids of an ``EvalResults`` into ``out_dir``.
+
+    Returns:
+        name -> path of everything written.
+    """
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    models = [asdict(m) for m in evaluation.models]
+    ctxs = {s: context_from_models([m for m in models if m["name"] in evaluation.results[s]], evaluation.levels)
+            for s in evaluation.results}
+    person_ctx = ctxs.get("person")
+    tuned = [m["name"] for m in models if m["role"] == "tuned"]
+    ranked = (ranking(evaluation.results["person"], tuned, settings.rank_by, settings.rank_level, evaluation.levels)
+              if person_ctx and len(tuned) > 1 else [])
+    flags = (specificity_flags(evaluation.results["others"], ctxs["others"], settings.tolerance, evaluation.person)
+             if "others" in evaluation.results else [])
+    grids = write_grids(evaluation.grids, out)
+    paths = {"grids": out, "metrics.csv": out / "metrics.csv", "metrics.json": out / "metrics.json",
+             "report.md": out / "report.md"}
+    atomic_write_text(paths["metrics.csv"], csv_text(evaluation.results, ctxs))
+    atomic_write_json(paths["metrics.json"], {
+        "person": evaluation.person, "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "levels": evaluation.levels, "protocol": dict(protocol or {}), "models": models,
+        "results": results_to_json(evaluation.results),
+        "ranking": {"metric": settings.rank_by, "level": settings.rank_level,
+                    "order": [{"model": m, "value": v} for m, v in ranked]},
+        "specificity_flags": flags, "unavailable": unavailable_reasons(evaluation.results),
+        "grid_rows": evaluation.grid_rows, "grids": [p.name for p in grids], "notes": evaluation.notes,
+    })
+    atomic_write_text(paths["report.md"], markdown_report(evaluation, models, ctxs, ranked, flags, grids, settings,
+                                                          protocol or {}))
+    _write_per_image(evaluation.per_image, out / "per_image.csv")
+    return paths
+
+
+def _write_per_image(rows: Sequence[Mapping[str, Any]], path: Path) -> None:
+    if not rows:
+        return
+    fields = list(dict.fromkeys(k for row in rows for k in row))
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=fields, lineterminator="\n")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({k: ("n/a" if isinstance(v, Unavailable) else v) for k, v in row.items()})
+    atomic_write_text(path, buffer.getvalue())
+
+
+# -------------------------------------------------------------------------------------------- markdown
+_SET_TITLES = {"person": "Held-out photos of {person}", "others": "Specificity: other people's photos"}
+
+
+def _models_table(models: Sequence[Mapping[str, Any]]) -> list[str]:
+    lines = ["| model | role | size | template | parameters | source | base | sweep overrides |",
+             "|---|---|---|---|---|---|---|---|"]
+    for m in models:
+        params = f"{m['parameters'] / 1e6:.2f} M" if m["parameters"] else ""
+        lines.append(f"| {m['name']} | {m['role']} | {m['size']} | {m['template']} | {params} | `{m['source']}` | "
+                     f"{m['base'] or ''} | {' '.join(m['overrides'])} |")
+    return lines
+
+
+def _photo_counts(per_image: Sequence[Mapping[str, Any]]) -> dict[str, set[str]]:
+    counts: dict[str, set[str]] = {}
+    for row in per_image:
+        counts.setdefault(row["set"], set()).add(row["photo"])
+    return counts
+
+
+def _set_section(evaluation: Any, set_name: str, ctx: TableContext, rows: list[str]) -> list[str]:
+    table = evaluation.results[set_name]
+    lines = [f"## {_SET_TITLES.get(set_name, set_name).format(person=evaluation.person)}", ""]
+    if set_name == "others":
+        lines += [f"Distances to *their own* ground truth must not grow; \"ID dist ref\" is the distance to "
+                  f"{evaluation.person}'s reference and must not shrink (higher is better here).", ""]
+    summary = [m for m in SUMMARY_METRICS if m in metric_names(table)]
+    lines += ["### Mean over levels", "", level_table(table, rows, MEAN_LEVEL, ctx, set_name, summary), ""]
+    for level in evaluation.levels:
+        lines += [f"### {level}", "", level_table(table, rows, level, ctx, set_name), ""]
+    return lines
+
+
+def markdown_report(evaluation: Any, models: Sequence[Mapping[str, Any]], ctxs: Mapping[str, TableContext],
+                    ranked: Sequence[tuple[str, float | None]], flags: Sequence[str], grids: Sequence[Path],
+                    settings: ReportSettings, protocol: Mapping[str, Any]) -> str:
+    """The report.md text (see ``write_report``)."""
+    photos = _photo_counts(evaluation.per_image)
+    lines = [f"# Evaluation: {evaluation.person}", "",
+             f"Created {datetime.now(timezone.utc).isoformat(timespec='seconds')}. Cells: value (delta vs base); "
+             "**bold** = best among base and tuned models; ↑/↓ = higher/lower is better.", "", "## Protocol", "",
+             f"- degradation levels: {', '.join(evaluation.levels)}; {protocol.get('copies', '?')} draw(s) per photo "
+             f"and level, seed {protocol.get('seed', '?')} (same inputs for every model and run)"]
+    for set_name, ids in photos.items():
+        groups = sorted({i.split('/')[0] for i in ids})
+        lines.append(f"- {set_name}: {len(ids)} photo(s) of {len(groups)} person(s) ({', '.join(groups)})")
+    lines += [f"- note: {note}" for note in evaluation.notes]
+    lines += ["", "## Models", "", *_models_table(models), ""]
+    for set_name, ctx in ctxs.items():
+        rows = [m["name"] for m in models if m["name"] in evaluation.results[set_name]]
+        lines += _set_section(evaluation, set_name, ctx, rows)
+        if set_name == "others":
+            lines += ["### Specificity flags", ""] + ([f"- FLAG: {f}" for f in flags] or
+                                                      [f"- none (tolerance {settings.tolerance:g})"]) + [""]
+    if ranked:
+        level = "mean over levels" if settings.rank_level == MEAN_LEVEL else settings.rank_level
+        lines += [f"## Ranking by {settings.rank_by} ({level}, held-out photos)", "",
+                  "| rank | model | value | overrides |", "|---|---|---|---|"]
+        overrides = {m["name"]: " ".join(m["overrides"]) for m in models}
+        lines += [f"| {i} | {m} | {_fmt(v, settings.rank_by)} | {overrides.get(m, '')} |"
+                  for i, (m, v) in enumerate(ranked, start=1)] + [""]
+    reasons = unavailable_reasons(evaluation.results)
+    if reasons:
+        lines += ["## Unavailable metrics", ""] + [f"- unavailable: {r}" for r in reasons] + [""]
+    if grids:
+        lines += ["## Comparison grids", "", "Rows = photos (first draw), columns = input | models | ground truth.", ""]
+        lines += [f"![{p.stem}]({p.name})" for p in grids] + [""]
+    return "\n".join(lines)

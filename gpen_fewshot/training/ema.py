@@ -1,0 +1,48 @@
+"""Exponential moving average of the generator's weights (rosinality's ``accumulate``, BasicSR ``net_g_ema``).
+
+Only the generator is averaged. Parameters move towards the live ones with ``lerp`` (an exact no-op for a
+frozen parameter whose average already equals it, so frozen weights stay bit-identical in the EMA copy);
+buffers (blur kernels, running statistics) are copied, never averaged.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+from torch import nn
+
+
+def make_ema_copy(model: nn.Module) -> nn.Module:
+    """A frozen deep copy of ``model`` in eval mode, to hold the average."""
+    ema = copy.deepcopy(model)
+    ema.eval().requires_grad_(False)
+    return ema
+
+
+def ema_decay_at(iteration: int, decay: float, start_iteration: int = 0) -> float:
+    """Decay used at ``iteration``: 0 (plain copy) before ``start_iteration``, ``decay`` afterwards."""
+    return 0.0 if iteration < start_iteration else decay
+
+
+@torch.no_grad()
+def update_ema(ema: nn.Module, model: nn.Module, decay: float) -> None:
+    """``ema = decay * ema + (1 - decay) * model`` for parameters; buffers are copied.
+
+    Raises:
+        ValueError: the two modules do not have the same parameter / buffer names.
+    """
+    if not 0.0 <= decay <= 1.0:
+        raise ValueError(f"EMA decay must lie in [0, 1], got {decay}")
+    ema_params = dict(ema.named_parameters())
+    live_params = dict(model.named_parameters())
+    if ema_params.keys() != live_params.keys():
+        raise ValueError("EMA copy and model have different parameters")
+    for name, live in live_params.items():
+        if decay == 0.0:  # exact copy (lerp with weight 1 can be off by an ulp)
+            ema_params[name].copy_(live)
+        else:
+            ema_params[name].lerp_(live.detach().to(ema_params[name].dtype), 1.0 - decay)
+    ema_buffers = dict(ema.named_buffers())
+    for name, buffer in model.named_buffers():
+        ema_buffers[name].copy_(buffer)

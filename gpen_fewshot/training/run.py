@@ -1,0 +1,178 @@
+"""The training pipeline behind ``python train.py``: config in, trained and exported person model out.
+
+This is the edge where the Hydra ``DictConfig`` is turned into typed objects (``hydra.utils.instantiate`` of
+the group files' ``_target_``); nothing below receives a ``DictConfig``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import warnings
+from pathlib import Path
+from typing import Any
+
+import pytorch_lightning as pl
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+from pytorch_lightning.loggers import WandbLogger
+from pytorch_lightning.utilities import rank_zero_only
+
+from gpen_fewshot.training.config import RunConfig
+from gpen_fewshot.training.export import export_generator
+from gpen_fewshot.training.module import GPENFewShotModule
+from gpen_fewshot.training.resume import find_resume_checkpoint
+
+log = logging.getLogger(__name__)
+
+
+def _instantiate_all(group: DictConfig | None) -> list[Any]:
+    """Instantiate every entry with a ``_target_`` of a dict-like group (callbacks, loggers)."""
+    if not group:
+        return []
+    return [instantiate(node) for node in group.values() if isinstance(node, DictConfig) and "_target_" in node]
+
+
+def build_module(cfg: DictConfig) -> GPENFewShotModule:
+    """The LightningModule of a composed training config."""
+    run = RunConfig(total_iters=int(cfg.iterations), seed=int(cfg.seed),
+                    num_sample_images=int(cfg.get("num_sample_images", 8)),
+                    template=str(cfg.data.get("template", "gpen")),
+                    val_identity=bool(cfg.get("val_identity", True)))
+    return GPENFewShotModule(model=instantiate(cfg.model), optim=instantiate(cfg.optim),
+                             loss=instantiate(cfg.loss), freezing=instantiate(cfg.freezing), run=run)
+
+
+def build_trainer(cfg: DictConfig) -> pl.Trainer:
+    """Trainer with the configured callbacks and loggers."""
+    return instantiate(cfg.trainer, callbacks=_instantiate_all(cfg.get("callbacks")),
+                       logger=_instantiate_all(cfg.get("logger")) or False)
+
+
+@rank_zero_only
+def _export(module: GPENFewShotModule, cfg: DictConfig) -> Path:
+    out = Path(cfg.paths.output_dir) / "export"
+    path = export_generator(module.generator_ema, out, module.run_config.template, extra={
+        "person": str(cfg.person), "iteration": module.iteration, "run_dir": str(cfg.paths.output_dir),
+        "initial_weights": module.sources.generator,
+    })
+    print(f"\nExported the person's model (EMA generator, iteration {module.iteration}) to {path.parent}")
+    return path
+
+
+def _finish_loggers(trainer: pl.Trainer) -> None:
+    """Close W&B runs: the next job of a multirun (same process) would otherwise log into this one."""
+    for logger in trainer.loggers:
+        if isinstance(logger, WandbLogger) and rank_zero_only.rank == 0:
+            logger.experiment.finish()
+
+
+def _metrics(trainer: pl.Trainer) -> dict[str, float]:
+    return {k: float(v) for k, v in trainer.callback_metrics.items() if getattr(v, "numel", lambda: 1)() == 1}
+
+
+def train(cfg: DictConfig) -> dict[str, float]:
+    """Run one training job described by a composed ``configs/train.yaml``.
+
+    Returns:
+        The last logged metrics (``val/psnr``, ...), e.g. for the Optuna sweeper's objective.
+    """
+    pl.seed_everything(int(cfg.seed), workers=True)
+    output_dir = Path(cfg.paths.output_dir)
+    ckpt = find_resume_checkpoint(cfg.get("ckpt_path"), cfg.get("resume", False),
+                                  Path(cfg.paths.person_runs_dir), output_dir)
+    if rank_zero_only.rank == 0:
+        log.info("person %r (%s); run directory %s", cfg.person, cfg.person_dir, output_dir)
+        if ckpt is not None:
+            log.info("resuming from %s", ckpt)
+        os.makedirs(output_dir, exist_ok=True)
+    datamodule = instantiate(cfg.data)
+    module = build_module(cfg)
+    trainer = build_trainer(cfg)
+    if ckpt is None and cfg.get("validate_before_training", True):
+        trainer.validate(module, datamodule=datamodule, verbose=False)
+    try:
+        with warnings.catch_warnings():
+            # generator_ema is deliberately in eval mode (it is never trained); Lightning warns about it.
+            warnings.filterwarnings("ignore", message=r".*module\(s\) in eval mode.*")
+            trainer.fit(module, datamodule=datamodule, ckpt_path=str(ckpt) if ckpt else None)
+        finished = module.iteration >= module.run_config.total_iters
+        if finished and module.iteration % int(cfg.val_every):  # the last iterations were never validated
+            trainer.validate(module, datamodule=datamodule, verbose=False)
+    finally:
+        _finish_loggers(trainer)
+    metrics = _metrics(trainer)
+    if finished:
+        _export(module, cfg)
+    elif rank_zero_only.rank == 0:
+        log.warning("stopped at iteration %d of %d; continue with: python train.py person=%s resume=%s",
+                    module.iteration, module.run_config.total_iters, cfg.person, output_dir)
+    return metrics
+
+
+def metric_value(metrics: dict[str, float], name: str | None) -> float | None:
+    """The value of ``name`` (the sweeper's objective); ``None`` with a warning when it was never logged."""
+    if not name:
+        return None
+    if name not in metrics:
+        log.warning("optimized_metric %r was never logged (no validation data?); logged: %s", name, sorted(metrics))
+        return None
+    return metrics[name]
+
+
+def print_config(cfg: DictConfig) -> None:
+    """Log the resolved config (rank 0)."""
+    if rank_zero_only.rank == 0:
+        log.info("config:\n%s", OmegaConf.to_yaml(cfg, resolve=True))
+
+
+class InvalidPersonError(ValueError):
+    """The ``person`` value cannot name a folder (it is also the run folder's name)."""
+
+
+def _validate_person(person: str) -> None:
+    try:
+        from gpen_fewshot.data.person import validate_person_name
+    except ImportError:  # the face pipeline is optional for synthetic-data runs
+        return
+    try:
+        validate_person_name(person)
+    except ValueError as error:
+        raise InvalidPersonError(str(error)) from None
+
+
+def _user_errors() -> tuple[type[BaseException], ...]:
+    """Errors caused by the user's files or settings: shown as one message, without a traceback."""
+    from gpen_fewshot.archs.checkpoints import CheckpointError
+    from gpen_fewshot.weights import ChecksumMismatchError
+
+    errors: list[type[BaseException]] = [FileNotFoundError, CheckpointError, ChecksumMismatchError,
+                                         InvalidPersonError]
+    try:
+        from gpen_fewshot.data.person import NotEnoughPhotosError
+    except ImportError:  # the face pipeline is optional for synthetic-data runs
+        pass
+    else:
+        errors.append(NotEnoughPhotosError)
+    return tuple(errors)
+
+
+def main_task(cfg: DictConfig) -> float | None:
+    """What ``train.py`` runs: print the config, train, return the sweep objective.
+
+    Raises:
+        SystemExit: (code 1) on a missing file / weights or unusable photos, after printing one clear message
+            (set ``HYDRA_FULL_ERROR=1`` for the traceback).
+    """
+    if cfg.get("extras", {}).get("print_config", False):
+        print_config(cfg)
+    try:
+        _validate_person(str(cfg.person))
+        metrics = train(cfg)
+    except _user_errors() as error:
+        if os.environ.get("HYDRA_FULL_ERROR") == "1":
+            raise
+        print(f"\nerror: {error}", file=sys.stderr)
+        raise SystemExit(1) from None
+    return metric_value(metrics, cfg.get("optimized_metric"))

@@ -1,0 +1,19 @@
+"""Fine-tune GPEN on one person: ``python train.py person=alice`` (see docs/training.md)."""
+
+import os
+from pathlib import Path
+
+import hydra
+from omegaconf import DictConfig
+
+from gpen_fewshot.training.run import main_task
+
+
+@hydra.main(version_base="1.3", config_path="configs", config_name="train")
+def main(cfg: DictConfig) -> float | None:
+    return main_task(cfg)
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("GPEN_FEWSHOT_ROOT", str(Path(__file__).resolve().parent))
+    main()
