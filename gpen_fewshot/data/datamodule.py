@@ -359,23 +359,24 @@ class PersonDataModule(CropsDataModule):
 
 
 class FacesFolderDataModule(CropsDataModule):
-    """Many-face data for pretraining a prior: the largest face of every photo in a folder.
+    """Many-face data for pretraining a prior: the largest face of every photo in one or more folders.
 
     ``val_count`` crops are held out: those whose file names hash lowest, so the split is stable when photos
     are added and independent of the seeds.
 
     Args:
-        faces_dir: folder of photos.
+        faces_dir: folder of photos, or a list of folders (each prepared and cached on its own).
         size: crop side.
         template: alignment template.
         val_count: number of crops held out for validation.
-        cache_dir: passed to ``prepare_faces_folder``; None = its default.
+        cache_dir: passed to ``prepare_faces_folder``; None = its default. With several folders, each one
+            is cached in ``<cache_dir>/<folder name>``.
         **kwargs: the :class:`CropsDataModule` arguments.
     """
 
     def __init__(
         self,
-        faces_dir: str | Path,
+        faces_dir: str | Path | Sequence[str | Path],
         size: int = 256,
         template: str = "gpen",
         val_count: int = 16,
@@ -383,8 +384,10 @@ class FacesFolderDataModule(CropsDataModule):
         **kwargs: Any,
     ) -> None:
         super().__init__(size=size, **kwargs)
-        self.faces_dir, self.template, self.val_count, self.cache_dir = (
-            Path(faces_dir),
+        several = isinstance(faces_dir, (list, tuple))
+        self.faces_dirs = [Path(d) for d in faces_dir] if several else [Path(faces_dir)]
+        self._cache_per_folder = several
+        self.template, self.val_count, self.cache_dir = (
             template,
             val_count,
             cache_dir,
@@ -399,8 +402,14 @@ class FacesFolderDataModule(CropsDataModule):
     def _prepare(self) -> list[Path]:
         from gpen_fewshot.data.person import prepare_faces_folder
 
-        options = {"cache_dir": self.cache_dir} if self.cache_dir is not None else {}
-        return list(prepare_faces_folder(self.faces_dir, size=self.size, template=self.template, **options))
+        crops: list[Path] = []
+        for folder in self.faces_dirs:
+            options = {}
+            if self.cache_dir is not None:
+                root = Path(self.cache_dir)
+                options["cache_dir"] = root / folder.name if self._cache_per_folder else root
+            crops += prepare_faces_folder(folder, size=self.size, template=self.template, **options)
+        return crops
 
 
 def split_holdout(crops: Sequence[Path], val_count: int) -> tuple[list[Path], list[Path]]:
