@@ -7,7 +7,8 @@
 
 Every case (config x device x batch x mode) runs in a fresh worker process, so one case's allocations do
 not hide another's peak memory. In that worker the model is built, one untimed run counts the FLOPs
-(``torch.utils.flop_counter.FlopCounterMode``; it doubles as the warm-up), then the timed repeats run, each
+(``torch.utils.flop_counter.FlopCounterMode`` with a groups-aware conv-backward formula; it doubles as the
+warm-up), then the timed repeats run, each
 followed by a probe of the device's fp32 matmul rate (4096x4096 matmul, best of 3, the torch thread count as
 set). ``floor`` = FLOPs / the best probe; ``ratio`` = best time / floor (conservative); ``ratio_paired`` =
 the lowest time x rate / FLOPs of a run and the probe right after it. On a shared machine the load changes
@@ -120,6 +121,29 @@ def _peak_bytes(device, rss0: int, cuda0: int) -> int:
     return _peak_rss_bytes() - rss0
 
 
+def _conv_backward_flop(grad_out_shape, x_shape, w_shape, _bias, _stride, _padding, _dilation, transposed,
+                        _output_padding, _groups, output_mask, out_shape=None, **kwargs) -> int:
+    """FLOPs of aten.convolution_backward that respect ``groups``.
+
+    torch's formula counts a grouped conv's weight gradient as if it were dense across groups (x groups: the
+    batch-folded modulated convs, the depthwise blurs). Each gradient costs what the forward costs:
+    2 * prod(w_shape[1:]) * (numel of the output, or of the input for a transposed conv).
+    """
+    from math import prod
+
+    forward = 2 * prod(w_shape[1:]) * prod(x_shape if transposed else grad_out_shape)
+    return forward * (int(bool(output_mask[0])) + int(bool(output_mask[1])))
+
+
+def flop_counter():
+    """A FlopCounterMode with the groups-aware convolution backward formula."""
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    return FlopCounterMode(display=False,
+                           custom_mapping={torch.ops.aten.convolution_backward: _conv_backward_flop})
+
+
 def _build_step(case: Case, device):
     """The function timed for ``case`` (one iteration) and the number of parameters involved."""
     import torch
@@ -164,14 +188,13 @@ def _timed_runs(step, case: Case, device, rss0: int, cuda0: int) -> tuple[list[f
 def run_case(case: Case) -> dict:
     """Measure one case in this process; returns the result record."""
     import torch
-    from torch.utils.flop_counter import FlopCounterMode
 
     if case.threads:
         torch.set_num_threads(case.threads)
     device = torch.device(case.device)
     step, n_params = _build_step(case, device)
     rss0 = _rss_bytes()
-    counter = FlopCounterMode(display=False)
+    counter = flop_counter()
     with counter:  # also the warm-up run (lazy imports, oneDNN kernel generation, cuDNN autotuning)
         step()
     _sync(device)
