@@ -50,7 +50,7 @@ from gpen_fewshot.exporting.common import (
     persons_dir,
 )
 from gpen_fewshot.exporting.reader import PersonWeights, load_export_generator, load_person
-from gpen_fewshot.exporting.writer import export_generator, export_person
+from gpen_fewshot.exporting.writer import copy_export, export_generator, export_person
 
 __all__ = [
     "CONFIG_FILE",
@@ -63,6 +63,7 @@ __all__ = [
     "ExportError",
     "PersonMetadata",
     "PersonWeights",
+    "copy_export",
     "default_export_dir",
     "discover_persons",
     "export_generator",

@@ -46,11 +46,13 @@ def torch_single_thread() -> Iterator[None]:
 
 @pytest.fixture
 def subprocess_env(tmp_path: Path) -> dict[str, str]:
-    """Environment for ``python train.py`` subprocesses: one thread, offline W&B, weights dir in tmp."""
+    """Environment for ``python train.py`` subprocesses: one thread, offline W&B, weights and persons dirs in
+    tmp (a finished person run registers its export there, not in the repository's data/persons)."""
     env = dict(os.environ)
     env.update({"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "WANDB_MODE": "offline",
                 "GPEN_FEWSHOT_ROOT": str(REPO_ROOT), "GPEN_FEWSHOT_WEIGHTS_DIR": str(tmp_path / "weights"),
-                "HYDRA_FULL_ERROR": "1", "PYTHONUNBUFFERED": "1"})
+                "GPEN_FEWSHOT_PERSONS_DIR": str(tmp_path / "persons"), "HYDRA_FULL_ERROR": "1",
+                "PYTHONUNBUFFERED": "1"})
     return env
 
 
@@ -78,7 +80,8 @@ def synthetic_batch() -> dict[str, torch.Tensor]:
 
 @pytest.fixture
 def compose_train(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Callable[..., object]:
-    """Compose ``configs/train.yaml`` with :data:`SHRINK_OVERRIDES` + extra overrides; outputs go to tmp.
+    """Compose ``configs/train.yaml`` with :data:`SHRINK_OVERRIDES` + extra overrides; outputs go to tmp, and
+    so does ``paths.persons_dir`` (where finished person runs register their export).
 
     Returns a function ``compose(*overrides, output_dir=None) -> DictConfig`` (with HydraConfig set, so
     ``${hydra:...}`` interpolations resolve).
@@ -92,6 +95,7 @@ def compose_train(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Callable[.
 
     monkeypatch.setenv("GPEN_FEWSHOT_ROOT", str(REPO_ROOT))
     monkeypatch.setenv("GPEN_FEWSHOT_WEIGHTS_DIR", str(tmp_path / "weights"))
+    monkeypatch.setenv("GPEN_FEWSHOT_PERSONS_DIR", str(tmp_path / "persons"))
 
     def make(*overrides: str, output_dir: Path | None = None, shrink: bool = True):
         GlobalHydra.instance().clear()

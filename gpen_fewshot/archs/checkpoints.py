@@ -11,7 +11,9 @@ unpickled):
 - a BasicSR-style ``{'params_ema' | 'params': state_dict}`` or a plain ``{'state_dict': state_dict}``;
 - a ``.safetensors`` file, or an export directory holding ``model.safetensors`` (generator) and an optional
   ``config.json`` (generator fields at the top level or under ``"generator"``); a discriminator is read from
-  ``discriminator.safetensors`` in such a directory.
+  ``discriminator.safetensors`` in such a directory;
+- a person / model export of :mod:`gpen_fewshot.export` (``config.json`` naming its format; delta exports are
+  completed from their recorded base), e.g. a training run's ``export/`` (generator only).
 
 ``module.`` (DataParallel/DDP) and ``_orig_mod.`` (``torch.compile``) prefixes are stripped.
 
@@ -389,9 +391,15 @@ def load_generator(path_or_name: str | Path, map_location: str | torch.device = 
         strict: require exactly the model's keys (shapes must always match).
         config: expected config; by default ``config.json`` of an export directory, else inferred.
 
+    An export directory of :mod:`gpen_fewshot.export` (``config.json`` with its format name; delta or full,
+    fp32 or fp16) is loaded by ``gpen_fewshot.export.load_export_generator`` (always strict, on the CPU).
+
     Raises:
         CheckpointError: unreadable/wrong file or weights that do not fit; one message naming the file.
     """
+    export_dir = _our_export_dir(path_or_name)
+    if export_dir is not None:
+        return _load_our_export(export_dir, config)
     state_dict, exported, path = _read_with_config(path_or_name, "generator", map_location)
     with _about(path):
         if config is None and exported is not None:
@@ -400,6 +408,32 @@ def load_generator(path_or_name: str | Path, map_location: str | torch.device = 
         model = _build(GPENGenerator, config)
         _load_into(model, state_dict, strict, config)
     return model.eval()
+
+
+def _our_export_dir(path_or_name: str | Path) -> Path | None:
+    """``path_or_name`` when it is an export directory written by ``gpen_fewshot.export``, else None."""
+    # lazy: the exporting package imports this module
+    from gpen_fewshot.exporting.common import CONFIG_FILE, FORMAT_NAME
+
+    path = Path(path_or_name)
+    try:
+        data = json.loads((path / CONFIG_FILE).read_text(encoding="utf-8")) if path.is_dir() else None
+    except (OSError, ValueError):
+        return None  # not readable as ours: the generic reader below reports the problem
+    return path if isinstance(data, dict) and data.get("format") == FORMAT_NAME else None
+
+
+def _load_our_export(folder: Path, config: GeneratorConfig | None) -> GPENGenerator:
+    from gpen_fewshot.export import ExportError, load_export_generator
+
+    try:
+        model = load_export_generator(folder)
+    except ExportError as error:  # its messages already name the file
+        raise CheckpointError(str(error)) from None
+    if config is not None and model.config != config:
+        raise CheckpointError(f"{folder}: export holds GPENGenerator({_describe(model.config)}), "
+                              f"expected ({_describe(config)})")
+    return model.requires_grad_(True).eval()  # like the other formats: a fresh, trainable module
 
 
 def load_discriminator(path_or_name: str | Path, map_location: str | torch.device = "cpu", strict: bool = True,

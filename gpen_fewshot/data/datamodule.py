@@ -7,8 +7,11 @@ five photos give unlimited pairs; an epoch is ``samples_per_epoch`` samples. Ran
 not depend on the number of workers, while workers and epochs all get different samples.
 
 Validation is a fixed set built from held-out crops: ``val_copies`` degradations of each crop at each preset
-in ``val_degradations``, seeded by ``val_seed`` and the file/preset names, identical on every call and every
-run.
+in ``val_degradations``, made exactly like the inputs of ``evaluate.py`` (``gpen_fewshot.evaluation.protocol``:
+draw k of a photo at a level is seeded by ``(val_seed, sha256 of the source photo, level, k)`` and the
+low-quality input is quantised to uint8), so ``val/psnr`` during training is measured on the same inputs
+as the evaluation with the same seed, levels and copies (the defaults agree). Identical on every call and
+every run.
 
 Batches are dicts ``{"lq": (B, 3, S, S), "gt": (B, 3, S, S)`` float32 RGB in [-1, 1], ``"path": list[str],
 "degradation": list[str]}`` (the last one: preset name, for per-preset validation metrics).
@@ -16,6 +19,7 @@ Batches are dicts ``{"lq": (B, 3, S, S), "gt": (B, 3, S, S)`` float32 RGB in [-1
 
 from __future__ import annotations
 
+import hashlib
 import zlib
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
@@ -37,9 +41,11 @@ from gpen_fewshot.data.degradations import (
     sample_rng,
 )
 from gpen_fewshot.data.io import image_to_tensor, read_image, to_float
+from gpen_fewshot.evaluation.protocol import degrade as protocol_degrade
+from gpen_fewshot.evaluation.protocol import sample_rng as protocol_rng
 
 DegradationSpec = str | Mapping[str, Any] | DegradationConfig
-_TRAIN_STREAM, _VAL_STREAM = 0, 1
+_TRAIN_STREAM = 0
 
 
 def _name_key(text: str) -> int:
@@ -79,8 +85,13 @@ def _resolve_augment(augment: AugmentConfig | Mapping[str, Any] | bool | None) -
     return AugmentConfig(**values)
 
 
+def file_sha256(path: str | Path) -> str:
+    """Hex sha256 of a file's bytes (the seed key of a crop whose source photo is unknown)."""
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
 class _CropLoader:
-    """Reads crops as float32 RGB (size, size, 3) in [0, 1], resizing other sizes; cached per process."""
+    """Reads crops as uint8 RGB (size, size, 3), resizing other sizes; cached per process."""
 
     def __init__(self, size: int) -> None:
         self.size = size
@@ -94,11 +105,12 @@ class _CropLoader:
                 image = cv2.resize(
                     image, (self.size, self.size), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_CUBIC
                 )
-            self._cache[path] = to_float(image)
+            self._cache[path] = image
         return self._cache[path]
 
 
 def _pair_sample(gt_lq: tuple[np.ndarray, np.ndarray], path: str, name: str) -> dict[str, Any]:
+    """A sample dict from (gt, lq) images (float [0, 1] or uint8)."""
     gt, lq = gt_lq
     return {"lq": image_to_tensor(lq), "gt": image_to_tensor(gt), "path": path, "degradation": name}
 
@@ -141,15 +153,26 @@ class TrainPairDataset(Dataset):
     def __getitem__(self, key: int) -> dict[str, Any]:
         path = self.paths[key % len(self.paths)]
         rng = sample_rng(self.seed, _TRAIN_STREAM, key)
-        clean = augment_face(self._load(path), rng, self.augment)
+        clean = augment_face(to_float(self._load(path)), rng, self.augment)
         return _pair_sample(self.degradation.pair(clean, rng), path, self.name)
 
 
 class FixedPairDataset(Dataset):
     """Fixed validation pairs: ``copies`` degradations of each crop per named degradation; no augmentation.
 
-    Item ``i`` is (crop, degradation, copy) in row-major order; its rng is seeded by ``seed`` and the crop's
-    file name, the degradation name and the copy index, so the set is the same on every call and every run.
+    Item ``i`` is (crop, degradation, copy) in row-major order (the order of the evaluation protocol). Each
+    is made by the protocol's own functions: rng ``protocol.sample_rng(seed, key, name, copy)`` where
+    ``key`` is the sha256 of the crop's source photo, then ``protocol.degrade`` (uint8 in, uint8 out), so a
+    preset's pairs are bit-identical to ``evaluate.py``'s inputs for the same photo, seed and preset name.
+
+    Args:
+        paths: aligned crops.
+        size: side of the returned images (crops of another size are resized first).
+        degradations: preset names, or a name -> spec mapping (the name seeds the draws).
+        copies: draws per crop and degradation.
+        seed: base seed (the evaluation protocol's ``seed``).
+        keys: per crop, the sha256 of its source photo (as in the person's manifest); None (or a None
+            entry) = the sha256 of the crop file itself.
     """
 
     def __init__(
@@ -159,10 +182,15 @@ class FixedPairDataset(Dataset):
         degradations: Sequence[str] | Mapping[str, Any],
         copies: int = 1,
         seed: int = 0,
+        keys: Sequence[str | None] | None = None,
     ) -> None:
         if not paths or not degradations or copies < 1:
             raise ValueError("FixedPairDataset needs crops, at least one degradation and copies >= 1")
+        if keys is not None and len(keys) != len(paths):
+            raise ValueError(f"FixedPairDataset got {len(keys)} keys for {len(paths)} crops")
         self.paths = [str(p) for p in paths]
+        self.keys = [key or file_sha256(path) for key, path in zip(keys or [None] * len(paths), self.paths,
+                                                                   strict=True)]
         specs = degradations if isinstance(degradations, Mapping) else {name: name for name in degradations}
         self.names = list(specs)
         self.degradations = [_build_same_size(specs[name]) for name in self.names]
@@ -178,8 +206,8 @@ class FixedPairDataset(Dataset):
         path_idx, rest = divmod(index, len(self.names) * self.copies)
         deg_idx, copy = divmod(rest, self.copies)
         path, name = self.paths[path_idx], self.names[deg_idx]
-        rng = sample_rng(self.seed, _VAL_STREAM, _name_key(Path(path).name), _name_key(name), copy)
-        return _pair_sample(self.degradations[deg_idx].pair(self._load(path), rng), path, name)
+        rng = protocol_rng(self.seed, self.keys[path_idx], name, copy)
+        return _pair_sample(protocol_degrade(self._load(path), self.degradations[deg_idx], rng), path, name)
 
 
 class EpochKeySampler(Sampler[int]):
@@ -260,6 +288,10 @@ class CropsDataModule(pl.LightningDataModule):
         """(train crops, validation crops); subclasses prepare them from photos."""
         return self.train_crops, self.val_crops
 
+    def source_keys(self, crops: Sequence[Path]) -> list[str | None] | None:
+        """Per crop, the sha256 of its source photo (validation seeds); None = unknown (the crop's own)."""
+        return None
+
     def setup(self, stage: str | None = None) -> None:
         """Build the datasets (idempotent)."""
         if self.train_set is not None:
@@ -279,7 +311,8 @@ class CropsDataModule(pl.LightningDataModule):
             self.samples_per_epoch,
             name=self.degradation_name,
         )
-        self.val_set = FixedPairDataset(val, self.size, self.val_degradations, self.val_copies, self.val_seed)
+        self.val_set = FixedPairDataset(val, self.size, self.val_degradations, self.val_copies, self.val_seed,
+                                        keys=self.source_keys(val))
 
     def train_dataloader(self) -> DataLoader:
         self.setup("fit")
@@ -338,14 +371,28 @@ class PersonDataModule(CropsDataModule):
         super().__init__(size=size, **kwargs)
         self.person_dir, self.template = Path(person_dir), template
         self.holdout, self.min_photos, self.cache_dir = holdout, min_photos, cache_dir
+        self._prepared: Any = None
 
     def prepare_data(self) -> None:
         """Detect, align and cache the crops once (rank 0); ``setup`` then reads the cache."""
-        self._prepare()
+        self._prepared = self._prepare()
+
+    @property
+    def prepared(self) -> Any:
+        """The ``PreparedPerson`` (crops, manifest records), prepared or read from the cache on first use."""
+        if self._prepared is None:
+            self._prepared = self._prepare()
+        return self._prepared
 
     def resolve_crops(self) -> tuple[list[Path], list[Path]]:
-        prepared = self._prepare()
-        return list(prepared.train_crops), list(prepared.holdout_crops)
+        self._prepared = self._prepare()  # again: another process (DDP rank) or a changed folder
+        return list(self._prepared.train_crops), list(self._prepared.holdout_crops)
+
+    def source_keys(self, crops: Sequence[Path]) -> list[str | None]:
+        """The manifest's sha256 of each crop's source photo: the key ``evaluate.py`` seeds the photo with."""
+        prepared = self.prepared
+        by_crop = {str(prepared.root / r.crop): r.sha256 for r in prepared.records if r.crop}
+        return [by_crop.get(str(crop)) for crop in crops]
 
     def _prepare(self) -> Any:
         from gpen_fewshot.data.person import prepare_person  # the face pipeline is only needed here

@@ -50,7 +50,7 @@ __all__ = [
     "validate_person_name",
 ]
 
-PREPARE_VERSION = 1  # bump when decisions or crops would change for the same inputs and settings
+PREPARE_VERSION = 2  # bump when decisions or crops would change for the same inputs and settings
 ENV_PERSONS_DIR = "GPEN_FEWSHOT_PERSONS_DIR"
 _NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,99}")
 

@@ -14,6 +14,11 @@ steps run in order and each only looks at photos still in the running:
 7. "duplicate": the same picture again (re-encoded, resized, cropped, letterboxed): the registered fine
    detail of the aligned inner faces correlates at least ``duplicate_threshold`` (``quality.same_picture_score``);
    the copy with the larger face is kept.
+
+Only step 5 depends on the crop size. The identity embeddings (4), sharpness (6) and same-picture detail (7)
+are measured on ``quality.analysis_crop``: the face aligned from the original photo at a fixed scale (50 px
+between the eyes), whatever size the training crops have, so a photo gets the same decision for a 32-px
+test model as for a 512-px one.
 """
 
 from __future__ import annotations
@@ -31,7 +36,13 @@ import numpy as np
 from gpen_fewshot.data.io import ImageReadError, read_image
 from gpen_fewshot.faces.alignment import AlignedFace, align_face, template_eye_distance
 from gpen_fewshot.faces.detection import Face, FaceDetector
-from gpen_fewshot.faces.quality import face_region, same_picture_score, sharpness
+from gpen_fewshot.faces.quality import (
+    ANALYSIS_EYE_DISTANCE,
+    analysis_crop,
+    face_region,
+    same_picture_score,
+    sharpness,
+)
 
 REJECTIONS = ("unreadable", "no_face", "too_small", "blurred", "duplicate")
 MAX_CANDIDATES = 5  # faces of a group photo compared by identity (largest first)
@@ -62,6 +73,7 @@ class Photo:
     thumbnail: np.ndarray | None = None  # uint8 RGB, longer side THUMBNAIL_SIDE
     faces: list[Face] = field(default_factory=list)
     candidates: list[AlignedFace] = field(default_factory=list)  # aligned crops of faces[:MAX_CANDIDATES]
+    analysis: list[np.ndarray] = field(default_factory=list)  # the same faces at the analysis scale (quality)
     embeddings: list[np.ndarray | None] = field(default_factory=list)
     chosen: int | None = None
     decision: str | None = None  # None while still in the running
@@ -81,6 +93,11 @@ class Photo:
     @property
     def crop(self) -> AlignedFace | None:
         return None if self.chosen is None else self.candidates[self.chosen]
+
+    @property
+    def analysis_crop(self) -> np.ndarray | None:
+        """The chosen face aligned from the photo at the analysis scale (``quality.analysis_crop``)."""
+        return None if self.chosen is None else self.analysis[self.chosen]
 
     def reject(self, decision: str, reason: str) -> None:
         if decision not in REJECTIONS:
@@ -145,7 +162,8 @@ def sha256_bytes(data: bytes) -> str:
 
 
 def load_photo(path: Path, detector: FaceDetector, settings: VettingSettings, seen: dict[str, str]) -> Photo:
-    """Steps 1-3 for one file: hash, decode, detect, align the candidate faces (keeps no full image).
+    """Steps 1-3 for one file: hash, decode, detect, align the candidate faces at the crop size and at the
+    analysis scale (keeps no full image).
 
     Args:
         path: the photo.
@@ -176,9 +194,9 @@ def load_photo(path: Path, detector: FaceDetector, settings: VettingSettings, se
     if not photo.faces:
         photo.reject("no_face", f"no face found (detector score >= {detector.conf_threshold:g})")
         return photo
-    photo.candidates = [
-        align_face(image, face.landmarks, settings.size, settings.template) for face in photo.faces[:MAX_CANDIDATES]
-    ]
+    faces = photo.faces[:MAX_CANDIDATES]
+    photo.candidates = [align_face(image, face.landmarks, settings.size, settings.template) for face in faces]
+    photo.analysis = [analysis_crop(image, face.landmarks, settings.template) for face in faces]
     return photo
 
 
@@ -191,10 +209,11 @@ def _thumbnail(image: np.ndarray) -> np.ndarray:
 
 
 def embed_candidates(photos: Sequence[Photo], embed: Callable[[np.ndarray], np.ndarray]) -> None:
-    """Identity embedding of every candidate face of every active photo (None where it fails)."""
+    """Identity embedding of every candidate face of every active photo (None where it fails), computed on
+    the analysis-scale crops (a tiny training crop would embed poorly)."""
     for photo in photos:
         if photo.active:
-            photo.embeddings = [_safe_embed(embed, c.crop) for c in photo.candidates]
+            photo.embeddings = [_safe_embed(embed, crop) for crop in photo.analysis]
 
 
 def _safe_embed(embed: Callable[[np.ndarray], np.ndarray], crop: np.ndarray) -> np.ndarray | None:
@@ -257,22 +276,23 @@ def _identity_score(photo: Photo, index: int, active: Sequence[Photo]) -> float 
 
 
 def measure_and_filter(photos: Sequence[Photo], settings: VettingSettings) -> None:
-    """Steps 5-6: face scale and sharpness of each active photo's chosen face."""
+    """Steps 5-6: face scale (vs the crop size) and sharpness (at the analysis scale) of each chosen face."""
     template_eye = template_eye_distance(settings.template, settings.size)
     for photo in (p for p in photos if p.active):
         eye = photo.face.eye_distance
         scale = eye / template_eye
-        blur = sharpness(photo.crop.crop, settings.template)
+        blur = sharpness(photo.analysis_crop, settings.template)
         photo.measures.update(eye_distance=round(eye, 2), face_scale=round(scale, 3), sharpness=round(blur, 1))
-        photo.region = face_region(photo.crop.crop, settings.template)
+        photo.region = face_region(photo.analysis_crop, settings.template)
         if scale < settings.min_face_scale:
             photo.reject("too_small", f"face too small: eyes {eye:.0f} px apart, need >= "
                          f"{settings.min_face_scale * template_eye:.0f} for {settings.size} px crops "
                          f"(would be upsampled {1 / scale:.1f}x)")
         elif blur < settings.min_sharpness:
-            upsampled = f"; face upsampled {1 / scale:.1f}x" if scale < 1 else ""
+            upsampled = f"; eyes only {eye:.0f} px apart" if eye < ANALYSIS_EYE_DISTANCE else ""
             photo.reject("blurred", f"blurred: sharpness {blur:.0f} < {settings.min_sharpness:g} "
-                         f"(Laplacian variance of the aligned face{upsampled})")
+                         f"(Laplacian variance of the face at {ANALYSIS_EYE_DISTANCE:g} px between the eyes"
+                         f"{upsampled})")
 
 
 def mark_near_duplicates(photos: Sequence[Photo], threshold: float) -> None:

@@ -113,14 +113,14 @@ class FeatureDistance:
             restored: uint8 RGB (H, W, 3) images (any count; sizes may differ between calls).
             gt: uint8 RGB (H, W, 3) images (need not pair with ``restored``).
         """
-        if self.feature is None:
-            return
-        for images, real in ((gt, True), (restored, False)):
-            for start in range(0, len(images), self.batch_size):
-                features = self.extract(images[start:start + self.batch_size])
-                self._metrics(features.shape[1])
-                self._fid.update(features, real=real)
-                self._kid.update(features, real=real)
+        if self.feature is not None:
+            for images, real in ((gt, True), (restored, False)):
+                for start in range(0, len(images), self.batch_size):
+                    features = self.extract(images[start:start + self.batch_size])
+                    self._metrics(features.shape[1])
+                    self._fid.update(features, real=real)
+                    self._kid.update(features, real=real)
+        # counted without the feature extractor too: reports still say how many images there were
         self.num_gt += len(gt)
         self.num_restored += len(restored)
 

@@ -3,8 +3,8 @@
 A spec entry is one of
 
 - a checkpoint file (Lightning ``.ckpt``, reference/bare ``.pth``, ``.safetensors``);
-- an export directory: a person/model export (``config.json`` + ``model.safetensors``, delta or full) or the
-  training run's ``export/`` folder (``config.json`` + ``generator_ema.safetensors``); a person folder with
+- an export directory (``config.json`` + ``model.safetensors``: a person or model export, delta or full, e.g.
+  a training run's ``export/`` or a registered ``data/persons/<name>/weights``); a person folder with
   ``weights/`` also works;
 - a training run directory (``outputs/<person>/<date>_<time>/``): its ``export/`` by default, or its
   ``checkpoints/last.ckpt`` / ``best.ckpt`` (``checkpoint=last|best``);
@@ -12,8 +12,8 @@ A spec entry is one of
 - a glob pattern of any of these, or a weights-registry name (``GPEN-BFR-512``).
 
 The base model is always evaluated too: ``base=`` when given (registry name or path; ``none`` = no base),
-otherwise the base the tuned models record (run config ``model.generator_weights``, the export's
-``initial_weights`` or its ``base`` record).
+otherwise the base the tuned models record (the export's ``base`` record, where a run's or a person's export
+without one was trained from random weights; else the run config's ``model.generator_weights``).
 """
 
 from __future__ import annotations
@@ -29,7 +29,6 @@ from typing import Any
 import yaml
 
 from gpen_fewshot.archs import GPENGenerator
-from gpen_fewshot.archs.gpen import GeneratorConfig
 
 RANDOM = "random"  # recorded base of a run that started from random weights
 NO_BASE = ("none", "null", "")
@@ -49,7 +48,7 @@ class ModelSpec:
         name: unique display name (``base`` for the base model).
         role: ``"base"`` or ``"tuned"``.
         source: file, directory or registry name to load.
-        format: ``"registry"``, ``"checkpoint"``, ``"export"`` (person/model export), ``"run_export"``.
+        format: ``"registry"``, ``"checkpoint"`` or ``"export"`` (person/model export directory).
         template: alignment template the model expects (None: unknown, the evaluation default is used).
         base: recorded base source (path or registry name), ``"random"`` or None (unknown).
         run_dir: the training run directory the model comes from, if any.
@@ -101,16 +100,9 @@ def _plain(value: Any) -> str | None:
 
 
 # -------------------------------------------------------------------------------------- kinds of folders
-def _export_weights(folder: Path) -> tuple[str, Path] | None:
-    """(format, weights file) of an export directory, or None when ``folder`` is not one."""
-    config_path = folder / "config.json"
-    if not config_path.is_file():
-        return None
-    config = _read_json(config_path)
-    if "mode" in config or (folder / "model.safetensors").is_file():
-        return "export", folder / "model.safetensors"
-    weights = folder / str(config.get("weights", "generator_ema.safetensors"))
-    return ("run_export", weights) if weights.is_file() else None
+def is_export_dir(folder: Path) -> bool:
+    """An export directory of ``gpen_fewshot.export``: ``config.json`` + ``model.safetensors``."""
+    return (folder / "config.json").is_file() and (folder / "model.safetensors").is_file()
 
 
 def is_run_dir(folder: Path) -> bool:
@@ -146,25 +138,25 @@ def _recorded_template_and_base(run_dir: Path | None, export: Path | None) -> tu
         config = _read_json(export / "config.json")
         template = _plain(config.get("template")) or template
         record = config.get("base")
-        if isinstance(record, dict):  # a person export: the recorded file if still there, else its name
+        if isinstance(record, dict):  # the recorded file if still there, else its name
             path = record.get("path")
             base = _plain(path) if path and Path(path).exists() else _plain(record.get("name"))
-        elif "initial_weights" in config:  # the training run's own export: what the run really started from
-            base = _plain(config.get("initial_weights"))
+        elif "base" in config and (run_dir is not None or (export / "person.json").is_file()):
+            base = RANDOM  # a finished run records its base checkpoint; none means random initial weights
     return template, base
 
 
 def _run_spec(run_dir: Path, select: str, sweep: str | None = None) -> ModelSpec:
     export = run_dir / "export"
-    found = _export_weights(export) if export.is_dir() else None
+    found = is_export_dir(export)
     overrides: tuple[str, ...] = ()
     overrides_file = run_dir / ".hydra" / "overrides.yaml"
     if sweep is not None and overrides_file.is_file():
         overrides = tuple(str(o) for o in (_read_yaml(overrides_file) or []))
     name = f"{sweep}/{run_dir.name}" if sweep else run_dir.name
     template, base = _recorded_template_and_base(run_dir, export if found else None)
-    if select == "export" and found is not None:
-        return ModelSpec(name, "tuned", str(export), found[0], template, base, run_dir, sweep, overrides)
+    if select == "export" and found:
+        return ModelSpec(name, "tuned", str(export), "export", template, base, run_dir, sweep, overrides)
     stem = "best" if select == "best" else "last"  # no export yet: the latest weights
     ckpt = run_dir / "checkpoints" / f"{stem}.ckpt"
     if ckpt.is_file():
@@ -180,11 +172,10 @@ def _path_specs(path: Path, select: str) -> list[ModelSpec]:
         template, base = _recorded_template_and_base(run_dir, run_dir / "export" if run_dir else None)
         return [ModelSpec(_display_name(path), "tuned", str(path), "checkpoint", template, base, run_dir)]
     for folder in (path, path / "weights"):
-        found = _export_weights(folder)
-        if found is not None:
+        if is_export_dir(folder):
             run_dir = folder.parent if folder.name == "export" and is_run_dir(folder.parent) else None
             template, base = _recorded_template_and_base(run_dir, folder)
-            return [ModelSpec(_display_name(folder), "tuned", str(folder), found[0], template, base, run_dir)]
+            return [ModelSpec(_display_name(folder), "tuned", str(folder), "export", template, base, run_dir)]
     if is_run_dir(path):
         return [_run_spec(path, select)]
     runs = sweep_runs(path)
@@ -225,13 +216,12 @@ def _base_spec(source: str, template: str | None) -> ModelSpec:
 
     path = Path(source).expanduser()
     if path.exists():
-        found = _export_weights(path) if path.is_dir() else None
-        if path.is_dir() and found is None:
+        found = path.is_dir() and is_export_dir(path)
+        if path.is_dir() and not found:
             raise ModelSpecError(f"base: {path} is a directory but not an export directory "
-                                 "(no config.json + weights file)")
-        fmt = found[0] if found else "checkpoint"
+                                 "(no config.json + model.safetensors)")
         recorded, _ = _recorded_template_and_base(None, path if found else None)
-        return ModelSpec("base", "base", str(path), fmt, recorded or template)
+        return ModelSpec("base", "base", str(path), "export" if found else "checkpoint", recorded or template)
     if source in REGISTRY and REGISTRY[source].kind == "generator":
         return ModelSpec("base", "base", source, "registry", "gpen")
     raise ModelSpecError(f"base: {source}: no such file or directory, and not a generator name of the weights "
@@ -293,27 +283,10 @@ def load_model(spec: ModelSpec) -> GPENGenerator:
         ModelSpecError: the files are unreadable or do not fit (the message names the file).
     """
     from gpen_fewshot.archs.checkpoints import CheckpointError, load_generator
-    from gpen_fewshot.exporting.common import ExportError
 
     try:
-        if spec.format == "export":
-            from gpen_fewshot.export import load_person
-
-            generator = load_person(spec.source).build_generator()
-        elif spec.format == "run_export":
-            generator = _load_run_export(Path(spec.source), load_generator)
-        else:
-            generator = load_generator(spec.source)
-    except (CheckpointError, ExportError, FileNotFoundError) as err:
+        generator = load_generator(spec.source)  # any format, export directories (delta or full) included
+    except (CheckpointError, FileNotFoundError) as err:
         raise ModelSpecError(f"{spec.name}: {err}") from None
     generator.requires_grad_(False)
     return generator.eval()
-
-
-def _load_run_export(folder: Path, load_generator: Any) -> GPENGenerator:
-    config = _read_json(folder / "config.json")
-    weights = folder / str(config.get("weights", "generator_ema.safetensors"))
-    fields = {f.name for f in dataclasses.fields(GeneratorConfig)}
-    values = {k: tuple(v) if isinstance(v, list) else v
-              for k, v in (config.get("generator") or {}).items() if k in fields}
-    return load_generator(weights, config=GeneratorConfig(**values) if values else None)

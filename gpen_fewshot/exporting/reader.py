@@ -72,6 +72,12 @@ class PersonWeights:
         """The person's reference identity embedding (128,), or None."""
         return None if self.metadata is None else self.metadata.embedding
 
+    @property
+    def has_base(self) -> bool:
+        """Whether a base is recorded or given, so ``strength < 1`` is possible (False for a full export of a
+        model trained from random weights)."""
+        return bool(self._base_record) or self._base_override is not None or self._base_state_dict is not None
+
     def base_state_dict(self) -> dict[str, Tensor]:
         """The base generator's full state dict (loaded on first use for a full export).
 

@@ -102,6 +102,7 @@ def export_generator(
     template: str = "gpen",
     name: str | None = None,
     dtype: str = "fp32",
+    base_checkpoint: str | os.PathLike | None = None,
 ) -> Path:
     """Write a whole generator (e.g. a pretrained prior) as a self-contained export directory (no person).
 
@@ -111,12 +112,23 @@ def export_generator(
         template: alignment template the model expects.
         name: model name recorded in config.json (default: the directory name).
         dtype: "fp32" or "fp16".
+        base_checkpoint: the checkpoint the generator was trained from (registry name, file or export
+            directory), recorded for provenance and ``strength < 1``; None = none (trained from scratch or
+            unknown).
 
     Returns:
         The export directory.
+
+    Raises:
+        ExportError: the base is missing or does not match the generator's architecture.
     """
     tuned = _cpu_state_dict(generator)
-    config = _config_dict(generator, template, "full", dtype, None, len(tuned), tuned)
+    base = resolve_base(base_checkpoint) if base_checkpoint is not None else None
+    if base is not None:
+        problems = _shape_problems(tuned, load_base_state_dict(base))
+        if problems:
+            raise ExportError(f"the generator does not match its base checkpoint: {problems}")
+    config = _config_dict(generator, template, "full", dtype, base, len(tuned), tuned)
     config["name"] = name or Path(out_dir).name
     return _write_export(Path(out_dir), config, _to_storage(tuned, dtype), None)
 
@@ -236,6 +248,31 @@ def _write_export(out_dir: Path, config: dict, tensors: dict[str, Tensor], perso
         atomic_write_json(tmp / CONFIG_FILE, config)
         if person is not None:
             atomic_write_json(tmp / PERSON_FILE, person)
+        _replace_dir(tmp, out_dir)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return out_dir
+
+
+def copy_export(source: str | os.PathLike, out_dir: str | os.PathLike) -> Path:
+    """Copy an export directory (its files, not sub-folders) to ``out_dir``, atomically replacing an old one.
+
+    Returns:
+        ``out_dir``.
+
+    Raises:
+        ExportError: ``source`` is not an export directory.
+    """
+    source, out_dir = Path(source), Path(out_dir)
+    if not (source / CONFIG_FILE).is_file() or not (source / WEIGHTS_FILE).is_file():
+        raise ExportError(f"{source}: not an export directory (needs {CONFIG_FILE} and {WEIGHTS_FILE})")
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".tmp", dir=out_dir.parent))
+    try:
+        for file in source.iterdir():
+            if file.is_file():
+                shutil.copy2(file, tmp / file.name)
         _replace_dir(tmp, out_dir)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)

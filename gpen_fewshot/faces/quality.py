@@ -1,9 +1,13 @@
 """Measurements on aligned face crops used to vet training photos: sharpness and same-picture detection.
 
 Both look only at the inner face (eyes, nose, mouth and a margin, located from the crop's template), so a
-blurred background (portrait bokeh) or the reflected border of the crop does not count, and both first
-resample that region to a fixed face scale (ANALYSIS_EYE_DISTANCE pixels between the eyes), so numbers are
-comparable across crop sizes and templates.
+blurred background (portrait bokeh) or the reflected border of the crop does not count, and both work at a
+fixed face scale (ANALYSIS_EYE_DISTANCE pixels between the eyes), so numbers are comparable across crop
+sizes and templates.
+
+Photo vetting measures on :func:`analysis_crop`: the face aligned from the ORIGINAL photo straight at that
+scale, so its decisions do not depend on the crop size a model trains at (a 32-px training crop holds too
+little detail to judge a photo by; upsampling it back to the analysis scale would call every photo blurred).
 """
 
 from __future__ import annotations
@@ -11,7 +15,12 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from gpen_fewshot.faces.alignment import template_eye_distance, template_points
+from gpen_fewshot.faces.alignment import (
+    TEMPLATE_BASE_SIZE,
+    align_face,
+    template_eye_distance,
+    template_points,
+)
 
 # Face scale of the analysis: about the eye distance of a 256 px "gpen" crop (53.7 px).
 ANALYSIS_EYE_DISTANCE = 50.0
@@ -19,6 +28,27 @@ ANALYSIS_EYE_DISTANCE = 50.0
 _MARGIN_SIDE, _MARGIN_TOP, _MARGIN_BOTTOM = 0.45, 0.55, 0.35
 _ECC_ITERATIONS = 60
 _BORDER = 8  # pixels ignored at the region's edge after registration (reflected border)
+_SAME_SCALE = 0.01  # relative scale change below which face_region does not resample (it would only blur)
+
+
+def analysis_size(template: str) -> int:
+    """Crop side at which the template's eye distance is closest to ANALYSIS_EYE_DISTANCE (gpen 238, ffhq 203)."""
+    eye_at_base = template_eye_distance(template, TEMPLATE_BASE_SIZE)
+    return round(ANALYSIS_EYE_DISTANCE * TEMPLATE_BASE_SIZE / eye_at_base)
+
+
+def analysis_crop(image: np.ndarray, landmarks: np.ndarray, template: str) -> np.ndarray:
+    """The face aligned from the original photo at the analysis scale (input of the photo checks).
+
+    Args:
+        image: uint8 (H, W, 3) RGB photo.
+        landmarks: (5, 2) landmarks of the face in ``image`` pixel coords.
+        template: alignment template.
+
+    Returns:
+        uint8 (A, A, 3) RGB crop, A = ``analysis_size(template)``.
+    """
+    return align_face(image, landmarks, analysis_size(template), template).crop
 
 
 def face_region(crop: np.ndarray, template: str) -> np.ndarray:
@@ -42,6 +72,8 @@ def face_region(crop: np.ndarray, template: str) -> np.ndarray:
     y1 = min(size, int(np.ceil(points[3:, 1].max() + _MARGIN_BOTTOM * eye)))
     gray = cv2.cvtColor(np.ascontiguousarray(crop[y0:y1, x0:x1]), cv2.COLOR_RGB2GRAY)
     factor = ANALYSIS_EYE_DISTANCE / eye
+    if abs(factor - 1.0) < _SAME_SCALE:  # an analysis_crop: already at the analysis scale
+        return gray.astype(np.float32)
     new_size = (max(8, round(gray.shape[1] * factor)), max(8, round(gray.shape[0] * factor)))
     interpolation = cv2.INTER_AREA if factor < 1.0 else cv2.INTER_LINEAR
     return cv2.resize(gray, new_size, interpolation=interpolation).astype(np.float32)

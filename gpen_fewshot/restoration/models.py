@@ -84,7 +84,8 @@ class PersonModel(FaceModel):
 
     @property
     def supports_strength(self) -> bool:
-        return True
+        """Only with a base to interpolate towards (an export trained from random weights has none)."""
+        return self.weights.has_base
 
     def get(self, strength: float, device: torch.device) -> ModelFn:
         key = (float(strength), str(device))

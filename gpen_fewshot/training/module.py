@@ -78,7 +78,8 @@ class GPENFewShotModule(pl.LightningModule):
         self.register_buffer("mean_path_length", torch.zeros(()))
         # Loss networks are frozen helpers: kept out of the state dict (and so out of checkpoints and DDP).
         self._aux: dict[str, nn.Module] = build_auxiliary_losses(loss)
-        self._validation = ValidationAccumulator(run.num_sample_images, self._aux.get("identity"), run.val_identity)
+        self._validation = ValidationAccumulator(run.num_sample_images, self._aux.get("identity"), run.val_identity,
+                                                 run.template)
         self.last_sample_grid: Any = None
         self.save_hyperparameters({"model": to_plain(model), "optim": to_plain(optim), "loss": to_plain(loss),
                                    "freezing": to_plain(freezing), "run": to_plain(run)})

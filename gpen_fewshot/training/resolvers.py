@@ -10,13 +10,23 @@ DEMO_PREFIX = "person_"
 
 
 def person_dir(person: str, persons_dir: str, demo_dir: str) -> str:
-    """Photo folder of ``person``: ``<persons_dir>/<person>`` if it exists, else the bundled
-    ``<demo_dir>/person_<person>`` if that exists, else ``<persons_dir>/<person>`` (reported missing later)."""
+    """Photo folder of ``person``: ``<persons_dir>/<person>`` if it holds photos, else the bundled
+    ``<demo_dir>/person_<person>`` if that exists, else ``<persons_dir>/<person>`` (reported missing later).
+
+    A persons-dir folder without photos (only ``weights/``, registered by a finished run on the demo person)
+    does not hide the demo photos.
+    """
     own = Path(persons_dir) / str(person)
     demo = Path(demo_dir) / f"{DEMO_PREFIX}{person}"
-    if not own.is_dir() and demo.is_dir():
+    if demo.is_dir() and not _has_photos(own):
         return str(demo)
     return str(own)
+
+
+def _has_photos(folder: Path) -> bool:
+    from gpen_fewshot.data.io import IMAGE_EXTENSIONS
+
+    return folder.is_dir() and any(p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS for p in folder.iterdir())
 
 
 def register_resolvers() -> None:

@@ -19,8 +19,9 @@ from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.loggers import WandbLogger
 from pytorch_lightning.utilities import rank_zero_only
 
+from gpen_fewshot.data.datamodule import PersonDataModule
 from gpen_fewshot.training.config import RunConfig
-from gpen_fewshot.training.export import export_generator
+from gpen_fewshot.training.export import config_hash, export_run, register_person_export
 from gpen_fewshot.training.module import GPENFewShotModule
 from gpen_fewshot.training.resume import find_resume_checkpoint
 
@@ -50,15 +51,58 @@ def build_trainer(cfg: DictConfig) -> pl.Trainer:
                        logger=_instantiate_all(cfg.get("logger")) or False)
 
 
+# The training recipe, hashed into the export's person.json: what was trained and how, not where things are
+# (paths, loggers, callbacks) nor who (the person's name is recorded beside the hash).
+_HASHED = ("model", "data", "degradation", "freezing", "optim", "loss", "iterations", "seed")
+_DATA_PATHS = ("person_dir", "faces_dir", "cache_dir")
+
+
+def hashable_config(cfg: DictConfig) -> dict[str, Any]:
+    """The resolved training recipe as plain containers, without paths (input of ``config_hash``)."""
+    plain = {key: OmegaConf.to_container(cfg[key], resolve=True) if OmegaConf.is_config(cfg[key]) else cfg[key]
+             for key in _HASHED if key in cfg}
+    if isinstance(plain.get("data"), dict):
+        plain["data"] = {k: v for k, v in plain["data"].items() if k not in _DATA_PATHS}
+    return plain
+
+
 @rank_zero_only
-def _export(module: GPENFewShotModule, cfg: DictConfig) -> Path:
-    out = Path(cfg.paths.output_dir) / "export"
-    path = export_generator(module.generator_ema, out, module.run_config.template, extra={
-        "person": str(cfg.person), "iteration": module.iteration, "run_dir": str(cfg.paths.output_dir),
-        "initial_weights": module.sources.generator,
-    })
-    print(f"\nExported the person's model (EMA generator, iteration {module.iteration}) to {path.parent}")
+def _export(module: GPENFewShotModule, cfg: DictConfig, datamodule: Any, metrics: dict[str, float]) -> Path:
+    """Write ``<run dir>/export`` (a person export for person data) and register a person export."""
+    options = cfg.get("export") or {}
+    prepared = datamodule.prepared if isinstance(datamodule, PersonDataModule) else None
+    person = str(cfg.person) if prepared is not None else None
+    path = export_run(
+        module.generator_ema, module.stages, module.sources.generator, Path(cfg.paths.output_dir) / "export",
+        module.run_config.template, person=person, name=str(cfg.person),
+        train_crops=prepared.train_crops if prepared is not None else (),
+        metrics={k.removeprefix("val/"): v for k, v in metrics.items() if k.startswith("val/")},
+        config_digest=config_hash(hashable_config(cfg)), dtype=str(options.get("dtype", "fp32")))
+    registered = None
+    if person is not None and options.get("register", True):
+        registered = register_person_export(path, person, cfg.paths.persons_dir)
+    _print_export(path, registered, person, module.iteration, Path(cfg.paths.persons_dir))
     return path
+
+
+def _print_export(path: Path, registered: Path | None, person: str | None, iteration: int,
+                  persons_dir: Path) -> None:
+    if person is None:
+        print(f"\nExported the model (EMA generator, iteration {iteration}):\n  {path}\n"
+              f"  (a prior for few-shot runs: model.generator_weights={path})")
+        return
+    lines = [f"\nExported the model of person {person!r} (EMA generator, iteration {iteration}):",
+             f"  run export: {path}"]
+    if registered is None:
+        lines.append("  not registered (export.register=false); use it with: "
+                     f"python restore.py -i photo.jpg -o out.png --weights {path}")
+    else:
+        from gpen_fewshot.export import persons_dir as default_persons_dir
+
+        where = "" if persons_dir.resolve() == default_persons_dir().resolve() else f" --persons-dir {persons_dir}"
+        lines.append(f"  registered: {registered}  (python restore.py -i photo.jpg -o out.png --person "
+                     f"{person}{where})")
+    print("\n".join(lines))
 
 
 def _finish_loggers(trainer: pl.Trainer) -> None:
@@ -104,7 +148,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
         _finish_loggers(trainer)
     metrics = _metrics(trainer)
     if finished:
-        _export(module, cfg)
+        _export(module, cfg, datamodule, metrics)
     elif rank_zero_only.rank == 0:
         log.warning("stopped at iteration %d of %d; continue with: python train.py person=%s resume=%s",
                     module.iteration, module.run_config.total_iters, cfg.person, output_dir)

@@ -21,12 +21,14 @@ log = logging.getLogger(__name__)
 _DLIB_KEYS = ("id_distance_gt", "id_verified_gt")
 
 
-def _identity_scorer(enabled: bool) -> object | None:
+def _identity_scorer(enabled: bool, template: str = "gpen") -> object | None:
+    """dlib scorer for crops aligned with ``template`` (its face box depends on it); None when off/unavailable."""
     if not enabled:
         return None
     from gpen_fewshot.evaluation.identity_metrics import IdentityScorer
+    from gpen_fewshot.faces.identity import IdentityEmbedder
 
-    scorer = IdentityScorer()
+    scorer = IdentityScorer(IdentityEmbedder(template=template))
     reason = scorer.unavailable_reason()
     if reason:
         log.warning("validation identity metric disabled: %s", reason)
@@ -41,11 +43,14 @@ class ValidationAccumulator:
         num_samples: rows of the sample grid.
         arcface: optional ``IdentityLoss`` (ArcFace); adds ``identity_arcface`` (mean cosine similarity).
         dlib_identity: add the dlib identity distance to the ground truth (``id_distance_gt``).
+        template: alignment template of the validation crops (where dlib looks for the face).
     """
 
-    def __init__(self, num_samples: int, arcface: nn.Module | None = None, dlib_identity: bool = False) -> None:
+    def __init__(self, num_samples: int, arcface: nn.Module | None = None, dlib_identity: bool = False,
+                 template: str = "gpen") -> None:
         self.num_samples = num_samples
         self.arcface = arcface
+        self.template = template
         self._dlib_enabled = dlib_identity
         self._scorer: object | None = None
         self.reset()
@@ -84,7 +89,7 @@ class ValidationAccumulator:
                           for i in range(restored.shape[0])]
             self._add("identity_arcface", similarity, groups)
         if self._dlib_enabled and self._scorer is None:
-            self._scorer = _identity_scorer(True)
+            self._scorer = _identity_scorer(True, self.template)
             self._dlib_enabled = self._scorer is not None
         if self._scorer is not None:
             scores = self._scorer.score(images["restored"], images["gt"])

@@ -36,8 +36,9 @@ def _lightning_ckpt(generator: GPENGenerator, path: Path) -> Path:
 
 
 def _run_dir(root: Path, seed: int, base: Path | str, export: bool = True, overrides: tuple = ()) -> Path:
-    """A training run directory as train.py leaves it."""
-    from gpen_fewshot.training.export import export_generator
+    """A training run directory as train.py leaves it (a person export of a run that trained everything)."""
+    from gpen_fewshot.training.export import export_run
+    from gpen_fewshot.training.freezing import ResolvedStage
 
     root.mkdir(parents=True)
     (root / ".hydra").mkdir()
@@ -49,7 +50,8 @@ def _run_dir(root: Path, seed: int, base: Path | str, export: bool = True, overr
     generator = _generator(seed)
     _lightning_ckpt(generator, root / "checkpoints" / "last.ckpt")
     if export:
-        export_generator(generator, root / "export", "gpen", extra={"initial_weights": str(base)})
+        everything = ResolvedStage(0, "full", 0, frozenset(n for n, _ in generator.named_parameters()), frozenset())
+        export_run(generator, [everything], str(base), root / "export", "gpen", person="alice")
     return root
 
 
@@ -69,7 +71,7 @@ def test_run_dir_export_and_checkpoints(tmp_path: Path, base_file: Path) -> None
     run = _run_dir(tmp_path / "runs" / "2026-01-01_10-00-00", 1, base_file)
     base, tuned = resolve_models(str(run))
     assert (base.name, base.role, base.source) == ("base", "base", str(base_file))
-    assert (tuned.name, tuned.format, tuned.template, tuned.run_dir) == ("2026-01-01_10-00-00", "run_export", "gpen", run)
+    assert (tuned.name, tuned.format, tuned.template, tuned.run_dir) == ("2026-01-01_10-00-00", "export", "gpen", run)
     assert _same_weights(load_model(tuned), _generator(1)) and _same_weights(load_model(base), _generator(0))
     last = resolve_models(str(run), select="last")[1]
     assert last.format == "checkpoint" and last.name == "2026-01-01_10-00-00/last"
@@ -94,7 +96,7 @@ def test_person_export_globs_lists_and_base_options(tmp_path: Path, base_file: P
     run_a = _run_dir(tmp_path / "runs" / "a", 3, base_file)
     run_b = _run_dir(tmp_path / "runs" / "b", 4, base_file, export=False)
     globbed = resolve_models(str(tmp_path / "runs" / "*"))
-    assert [(s.name, s.format) for s in globbed] == [("base", "checkpoint"), ("a", "run_export"), ("b", "checkpoint")]
+    assert [(s.name, s.format) for s in globbed] == [("base", "checkpoint"), ("a", "export"), ("b", "checkpoint")]
     listed = resolve_models([str(export), str(run_a / "checkpoints" / "last.ckpt"), str(run_b)])
     assert [s.name for s in listed] == ["base", "alice", "a/last", "b"]
     other_base = tmp_path / "other.pth"
@@ -115,6 +117,11 @@ def test_bad_specs_give_one_clear_error(tmp_path: Path, base_file: Path) -> None
     random_run = _run_dir(tmp_path / "random_run", 1, "random")
     with pytest.raises(ModelSpecError, match="random weights.*base=none"):
         resolve_models(str(random_run))
+    auto_run = _run_dir(tmp_path / "auto_run", 1, "random")  # model.init=auto that fell back to random weights
+    (auto_run / ".hydra" / "config.yaml").write_text(yaml.safe_dump(
+        {"model": {"generator_weights": str(base_file), "init": "auto"}, "data": {"template": "gpen"}}))
+    with pytest.raises(ModelSpecError, match="random weights"):  # the export knows better than the config
+        resolve_models(str(auto_run))
     other = tmp_path / "other.pth"
     torch.save(_generator(5).state_dict(), other)
     _run_dir(tmp_path / "mixed" / "x", 1, base_file)

@@ -15,6 +15,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import pytorch_lightning as pl
 import torch
@@ -22,6 +23,8 @@ from hydra.utils import instantiate
 from omegaconf import open_dict
 
 from gpen_fewshot.archs import GPENDiscriminator, GPENGenerator
+from gpen_fewshot.archs.checkpoints import load_generator
+from gpen_fewshot.data.io import read_image, tensor_to_image
 from gpen_fewshot.training.resolvers import person_dir
 from gpen_fewshot.training.resume import find_resume_checkpoint, latest_checkpoint
 from gpen_fewshot.training.run import build_module, build_trainer, main_task, train
@@ -72,25 +75,55 @@ def test_experiment_runs_a_few_iterations(experiment: str, compose_train) -> Non
     metrics = train(cfg)
     run_dir = Path(cfg.paths.output_dir)
     assert _load_ckpt(run_dir / "checkpoints" / "last.ckpt")["gpen_fewshot"]["iteration"] == 2
-    assert (run_dir / "export" / "generator_ema.safetensors").is_file()
+    exported = load_generator(run_dir / "export")  # synthetic data: a full model export, no person
+    final = load_generator(run_dir / "checkpoints" / "last.ckpt")  # its EMA generator
+    assert all(torch.equal(v, final.state_dict()[k]) for k, v in exported.state_dict().items())
+    assert not (run_dir / "export" / "person.json").exists()
     assert (run_dir / "samples" / "iter_000002.png").is_file() and (run_dir / "samples" / "iter_000000.png").is_file()
     assert metrics["val/psnr"] > 0
 
 
-def test_demo_person_through_the_real_data_pipeline(compose_train, tmp_path: Path) -> None:
-    """Bundled photos -> face detection + alignment (prepare_person) -> degradations -> 2 iterations."""
-    # 128 px: the photo vetting (sharpness) of prepare_person rejects faces aligned at 32 px
-    cfg = compose_train("model=tiny", "model.size=128", "trainer=cpu", "logger=csv", "iterations=2", "val_every=2",
-                        "data.num_workers=0", "data.batch_size=2", f"data.cache_dir={tmp_path / 'prepared'}",
-                        "data.val_degradations=[moderate]", "data.val_copies=1", "num_sample_images=2",
-                        "trainer.enable_model_summary=false", shrink=False)
-    assert Path(cfg.person_dir) == REPO_ROOT / "data" / "demo" / "person_obama"
+def test_demo_person_through_the_real_data_pipeline(compose_train, tmp_path: Path, capsys) -> None:
+    """Bundled photos -> face detection + alignment (prepare_person) -> degradations -> 2 iterations of the
+    smoke experiment (32-px model) -> person export in the run and registered under the persons dir."""
+    from gpen_fewshot.data.person import prepare_person
+    from gpen_fewshot.evaluation.identity_metrics import person_reference
+    from gpen_fewshot.export import default_export_dir, load_person
+    from gpen_fewshot.faces.identity import IdentityEmbedder
+
+    cfg = compose_train("experiment=smoke", "iterations=2", "val_every=2", f"data.cache_dir={tmp_path / 'prepared'}",
+                        "data.val_degradations=[moderate]", "data.val_copies=1", "trainer.enable_model_summary=false",
+                        "export.register=true", shrink=False)
+    assert Path(cfg.person_dir) == REPO_ROOT / "data" / "demo" / "person_obama" and cfg.model.size == 32
     metrics = train(cfg)
     run_dir = Path(cfg.paths.output_dir)
     assert metrics["val/psnr"] > 5 and 0 < metrics["val/ssim"] <= 1
     assert (run_dir / "samples" / "iter_000002.png").is_file()
     assert (run_dir / "csv" / "metrics.csv").read_text().count("val/psnr") >= 1
-    assert list((tmp_path / "prepared").rglob("*.png"))  # aligned crops were made from the photos
+    prepared = prepare_person(cfg.person_dir, size=32, cache_dir=tmp_path / "prepared")  # the cached crops
+    assert len(prepared.train_crops) == 3 and len(prepared.holdout_crops) == 1  # all 4 photos pass at 32 px
+    weights = load_person(run_dir / "export")
+    meta = weights.metadata
+    assert (meta.name, meta.n_photos, meta.base_model, weights.mode) == ("obama", 3, None, "full")  # random init
+    assert meta.metrics["psnr"] == pytest.approx(metrics["val/psnr"]) and len(meta.config_hash) == 64
+    expected = person_reference([read_image(p) for p in prepared.train_crops], IdentityEmbedder(template="gpen"))
+    np.testing.assert_allclose(weights.reference_embedding, expected, atol=1e-6)
+    registered = default_export_dir("obama", tmp_path / "persons")
+    assert load_person("obama").path == registered  # found by name ($GPEN_FEWSHOT_PERSONS_DIR = tmp/persons)
+    assert (registered / "model.safetensors").read_bytes() == (run_dir / "export" / "model.safetensors").read_bytes()
+    out = capsys.readouterr().out
+    assert f"run export: {run_dir / 'export'}" in out and f"registered: {registered}" in out
+    # validation saw exactly evaluate.py's inputs for the held-out photo (same protocol seed, level, copies)
+    from gpen_fewshot.evaluation.protocol import ProtocolConfig, build_eval_set, person_photos
+
+    datamodule = instantiate(cfg.data)
+    datamodule.setup("validate")
+    photos = person_photos(cfg.person_dir, 32, "gpen", cache_dir=tmp_path / "prepared")
+    inputs = build_eval_set("person", photos.holdout, 32, "gpen", ProtocolConfig(("moderate",), 1, int(cfg.data.val_seed)))
+    assert len(datamodule.val_set) == len(inputs.lq) == 1
+    assert np.array_equal(tensor_to_image(datamodule.val_set[0]["lq"]), inputs.lq[0])
+    # a folder holding only the registered weights/ does not hide the demo photos from the next run
+    assert Path(compose_train("experiment=smoke", shrink=False).person_dir) == Path(cfg.person_dir)
 
 
 def test_last_iteration_is_always_validated(compose_train) -> None:
@@ -125,6 +158,10 @@ def test_person_dir_resolver(tmp_path: Path) -> None:
     assert person_dir("alice", str(persons), str(demo)) == str(persons / "alice")
     assert person_dir("obama", str(persons), str(demo)) == str(demo / "person_obama")
     assert person_dir("bob", str(persons), str(demo)) == str(persons / "bob")  # missing: reported by the data
+    (persons / "obama" / "weights").mkdir(parents=True)  # registered export of the demo person, no photos
+    assert person_dir("obama", str(persons), str(demo)) == str(demo / "person_obama")
+    (persons / "obama" / "me.jpg").write_bytes(b"")  # the user's own photos win
+    assert person_dir("obama", str(persons), str(demo)) == str(persons / "obama")
 
 
 def test_slurm_launcher_config_composes(compose_train) -> None:

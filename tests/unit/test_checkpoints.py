@@ -278,6 +278,33 @@ def test_export_config_must_match_weights(models, tmp_path):
         load_generator(tmp_path / "export")
 
 
+def test_person_and_model_exports_load_in_every_mode(models, tmp_path):
+    from gpen_fewshot.export import export_generator, export_person
+
+    base, tuned = models["g"], models["g_ema"]
+    base_file = tmp_path / "base.pth"
+    torch.save(base.state_dict(), base_file)
+    names = [n for n, _ in tuned.named_parameters()]
+    exports = {
+        "delta": export_person(tuned, base_file, tmp_path / "delta", "alice", names, "gpen", {}, None, 3, None),
+        "full": export_person(tuned, None, tmp_path / "full", "alice", names, "gpen", {}, None, 3, None, mode="full"),
+        "model": export_generator(tuned, tmp_path / "model"),
+    }
+    for kind, folder in exports.items():
+        loaded = load_generator(folder)
+        assert loaded.config == tuned.config and not loaded.training, kind
+        _assert_same_weights(loaded, tuned)
+        assert all(p.requires_grad for p in loaded.parameters())  # a fresh module, as from any other format
+    half = load_generator(export_generator(tuned, tmp_path / "fp16", dtype="fp16"))
+    for name, value in tuned.state_dict().items():
+        torch.testing.assert_close(half.state_dict()[name], value, rtol=2e-3, atol=1e-4)
+    base_file.write_bytes(b"changed")  # the delta export's base is gone: the export's message, as CheckpointError
+    with pytest.raises(CheckpointError, match="base checkpoint mismatch"):
+        load_generator(exports["delta"])
+    with pytest.raises(CheckpointError, match="expected"):
+        load_generator(exports["full"], config=dataclasses.replace(tuned.config, style_dim=64))
+
+
 def test_wrong_kind_is_named(models, tmp_path):
     torch.save(models["d"].state_dict(), tmp_path / "D.pth")
     with pytest.raises(CheckpointError, match=f"^{tmp_path / 'D.pth'}: this is a GPEN discriminator state dict, "

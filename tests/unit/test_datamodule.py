@@ -23,7 +23,7 @@ from gpen_fewshot.data.datamodule import (
     split_holdout,
 )
 from gpen_fewshot.data.degradations import get_preset, sample_rng
-from gpen_fewshot.data.io import write_image
+from gpen_fewshot.data.io import image_to_tensor, write_image
 
 REPO = Path(__file__).resolve().parents[2]
 SIZE = 32
@@ -173,9 +173,17 @@ def test_lightning_sets_a_new_epoch(crops) -> None:
 
 
 @dataclass
+class _Record:
+    crop: str | None
+    sha256: str | None
+
+
+@dataclass
 class _Prepared:
     train_crops: list[Path]
     holdout_crops: list[Path]
+    records: tuple = ()
+    root: Path = Path(".")
 
 
 def test_person_datamodule_calls_prepare_person(crops, monkeypatch, tmp_path) -> None:
@@ -237,6 +245,42 @@ def test_data_yaml_lists_every_argument(name: str, cls: type) -> None:
         if line.strip() and not line.startswith("#"):
             assert "  # " in line or line.rstrip().endswith(":"), f"{path}: no comment on {line!r}"
     assert AugmentConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in data["augment"].items()})
+
+
+def _protocol_set(paths: list[Path], keys: list[str], levels: tuple[str, ...], copies: int, seed: int = 0):
+    from gpen_fewshot.evaluation.protocol import EvalPhoto, ProtocolConfig, build_eval_set
+
+    photos = [EvalPhoto(f"p/{p.stem}", "p", p, key) for p, key in zip(paths, keys, strict=True)]
+    return build_eval_set("person", photos, SIZE, "gpen", ProtocolConfig(levels, copies, seed))
+
+
+def test_validation_pairs_are_the_evaluation_protocols_inputs(crops) -> None:
+    import hashlib
+
+    train, val = crops[0][:3], crops[0][:2]  # two same-size held-out crops
+    module = _module(train, val, val_seed=5)  # val_degradations [mild, severe], val_copies 2
+    batches = _batches(module.val_dataloader())
+    lq, gt = torch.cat([b["lq"] for b in batches]), torch.cat([b["gt"] for b in batches])
+    keys = [hashlib.sha256(p.read_bytes()).hexdigest() for p in val]  # no manifest: the crop file's sha256
+    expected = _protocol_set(val, keys, ("mild", "severe"), 2, seed=5)
+    assert len(expected.lq) == lq.shape[0] == 8
+    for i in range(8):  # same order, bit-identical uint8 inputs and ground truths
+        assert torch.equal(lq[i], image_to_tensor(expected.lq[i])) and torch.equal(gt[i], image_to_tensor(expected.gt[i]))
+
+
+def test_person_validation_is_seeded_by_the_source_photos_sha256(crops, monkeypatch, tmp_path) -> None:
+    root = crops[1][0].parent
+    held = crops[1][0]
+    records = (_Record(held.name, "ab" * 32), _Record(None, None))  # the manifest's source-photo sha256
+    fake = types.ModuleType("gpen_fewshot.data.person")
+    fake.prepare_person = lambda person_dir, size, template, **options: _Prepared(crops[0], [held], records, root)
+    monkeypatch.setitem(sys.modules, "gpen_fewshot.data.person", fake)
+    module = PersonDataModule(tmp_path / "alice", size=SIZE, batch_size=2, samples_per_epoch=4,
+                              val_degradations=["moderate"], val_copies=2)
+    module.setup("fit")
+    expected = _protocol_set([held], ["ab" * 32], ("moderate",), 2)
+    for i in range(2):
+        assert torch.equal(module.val_set[i]["lq"], image_to_tensor(expected.lq[i]))
 
 
 def test_fixed_dataset_mapping_of_specs(crops) -> None:

@@ -210,6 +210,7 @@ def test_fid_unavailable_without_inception_weights(monkeypatch, tmp_path, rng):
         assert isinstance(result[key], Unavailable)
         assert "pt_inception-2015-12-05-6726825d.pth" in result[key].reason
         assert str(tmp_path / "hub" / "checkpoints") in result[key].reason
+    assert result["fid_num_images"] == 3  # the count is reported even though FID itself is unavailable
 
 
 def test_fid_inception_loads_a_state_dict_of_the_real_format(tmp_path, torch_single_thread):

@@ -5,14 +5,20 @@ from __future__ import annotations
 import json
 import logging
 
+import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file
 
 from gpen_fewshot.archs.checkpoints import load_generator
+from gpen_fewshot.data.io import read_image, write_image
+from gpen_fewshot.evaluation.identity_metrics import person_reference
+from gpen_fewshot.export import file_sha256, load_person
+from gpen_fewshot.faces.identity import IdentityEmbedder
 from gpen_fewshot.training.callbacks import IterationCheckpoint
 from gpen_fewshot.training.config import LossConfig, ModelConfig
-from gpen_fewshot.training.export import export_generator
+from gpen_fewshot.training.export import config_hash, export_run, trainable_generator_params
+from gpen_fewshot.training.freezing import FreezingSchedule
 from gpen_fewshot.training.losses_setup import build_auxiliary_losses
 from gpen_fewshot.training.networks import build_networks
 from gpen_fewshot.weights import WeightsUnavailableError
@@ -65,17 +71,65 @@ def test_checkpoint_format_and_loading_by_weights_loader(make_module, fit, tmp_p
         assert torch.equal(loaded.state_dict()[name], value), name
 
 
-def test_export(make_module, tmp_path) -> None:
-    module = make_module()
-    path = export_generator(module.generator_ema, tmp_path / "export", "gpen", extra={"person": "x"})
-    tensors = load_file(path)
-    assert set(tensors) == set(module.generator_ema.state_dict())
-    config = json.loads((tmp_path / "export" / "config.json").read_text())
-    assert config["generator"]["narrow"] == 0.125 and config["template"] == "gpen" and config["size"] == 32
-    reloaded = load_generator(path)
+def _two_stage_module(make_module):
+    """Encoder first, then the fine decoder: nothing else (mapping, coarse decoder...) is ever trained."""
+    freezing = FreezingSchedule("two", [
+        {"name": "enc", "start": 0, "generator": ["encoder"], "discriminator": ["all"]},
+        {"name": "dec", "start": 0.5, "generator": ["decoder_fine", "to_rgb"], "discriminator": ["all"]}])
+    return make_module(total_iters=4, freezing=freezing)
+
+
+def test_person_export_stores_what_any_stage_trained_as_a_delta(make_module, fit, tmp_path) -> None:
+    module = _two_stage_module(make_module)
+    base_file = tmp_path / "base.pth"
+    torch.save(module.generator.state_dict(), base_file)  # the weights the run starts from
+    fit(module)
+    groups = module.generator.parameter_groups()
+    union = {n for g in ("encoder", "decoder_fine", "to_rgb") for n in groups[g]}
+    assert trainable_generator_params(module.stages) == union  # both stages, not only the last one
+    crops = [tmp_path / f"crop{i}.png" for i in range(2)]
+    for i, path in enumerate(crops):
+        write_image(path, np.random.default_rng(i).integers(0, 256, (32, 32, 3), dtype=np.uint8))
+    out = export_run(module.generator_ema, module.stages, str(base_file), tmp_path / "export", "gpen",
+                     person="alice", train_crops=crops, metrics={"psnr": 21.5}, config_digest="abc")
+    weights = load_person(out)
+    assert weights.mode == "delta" and set(weights.stored_keys) == union
+    meta = weights.metadata
+    assert (meta.name, meta.n_photos, meta.base_model, meta.config_hash, meta.metrics) == (
+        "alice", 2, "base", "abc", {"psnr": 21.5})
+    assert meta.base_sha256 == file_sha256(base_file)
+    expected = person_reference([read_image(p) for p in crops], IdentityEmbedder(template="gpen"))
+    np.testing.assert_allclose(weights.reference_embedding, expected, atol=1e-6)
     x = torch.rand(1, 3, 32, 32) * 2 - 1
-    with torch.no_grad():
-        assert torch.allclose(reloaded(x), module.generator_ema(x), atol=1e-6)
+    with torch.no_grad():  # load_generator reads the delta export through its base
+        assert torch.allclose(load_generator(out)(x), module.generator_ema(x), atol=1e-6)
+
+
+def test_export_without_a_base_or_without_a_person_is_full(make_module, tmp_path) -> None:
+    module = _two_stage_module(make_module)
+    person = export_run(module.generator_ema, module.stages, "random", tmp_path / "p", "gpen", person="bob")
+    assert load_person(person).mode == "full" and load_person(person).metadata.base_model is None
+    model = export_run(module.generator_ema, module.stages, "given", tmp_path / "m", "ffhq", name="prior_x")
+    config = json.loads((model / "config.json").read_text())
+    assert not (model / "person.json").exists() and config["mode"] == "full" and config["name"] == "prior_x"
+    assert config["template"] == "ffhq" and config["generator"]["narrow"] == 0.125
+    assert set(load_file(model / "model.safetensors")) == set(module.generator_ema.state_dict())
+    for path in (person, model):
+        reloaded = load_generator(path)
+        assert all(torch.equal(v, reloaded.state_dict()[k]) for k, v in module.generator_ema.state_dict().items())
+    assert config_hash({"b": 1, "a": [1, 2]}) == config_hash({"a": [1, 2], "b": 1}) != config_hash({"a": 1})
+
+
+def test_validation_identity_uses_the_run_template(make_module) -> None:
+    from gpen_fewshot.faces.identity import FACE_BOXES
+    from gpen_fewshot.training.validation import ValidationAccumulator
+
+    accumulator = ValidationAccumulator(1, dlib_identity=True, template="ffhq")
+    images = torch.rand(1, 3, 32, 32) * 2 - 1
+    accumulator.update(images, images, images)
+    assert accumulator._scorer.embedder.face_box == FACE_BOXES["ffhq"]
+    assert accumulator.compute()["id_distance_gt"] == pytest.approx(0.0, abs=1e-6)
+    assert make_module()._validation.template == "gpen"  # the module passes RunConfig.template
 
 
 def test_bf16_autocast_training_stays_finite(make_module, tmp_path) -> None:

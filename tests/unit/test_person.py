@@ -191,6 +191,21 @@ def test_crop_is_aligned_to_the_template(prepared: person_module.PreparedPerson,
     assert face.eye_distance == pytest.approx(template_eye_distance("gpen", SIZE), rel=0.1)
 
 
+def test_decisions_do_not_depend_on_the_crop_size(bad_folder: Path, prepared: person_module.PreparedPerson,
+                                                  tmp_path: Path) -> None:
+    """Sharpness, duplicates and identity are measured on the photo at a fixed scale; only 'too_small' is
+    relative to the crop size (a 32-px test model used to get every photo rejected as blurred)."""
+    tiny = _by_file(prepare_person(bad_folder, size=32, cache_dir=tmp_path / "cache"))
+    large = _by_file(prepared)
+    for name, record in large.items():
+        if name == "005_tiny_face.jpg":  # 80-px face: too small for 256-px crops, big enough for 32-px ones
+            assert record.decision == "too_small" and tiny[name].decision != "too_small"
+            continue
+        assert tiny[name].decision == record.decision, name
+        assert tiny[name].measures.get("sharpness") == record.measures.get("sharpness"), name
+    assert tiny["004_blurred.jpg"].reason.startswith("blurred: sharpness")
+
+
 def test_rerun_without_changes_does_no_work(bad_folder: Path, prepared: person_module.PreparedPerson,
                                             monkeypatch: pytest.MonkeyPatch) -> None:
     files = [prepared.manifest_path, prepared.contact_sheet, *prepared.train_crops, *prepared.holdout_crops]

@@ -151,6 +151,11 @@ def test_guard_ladder_halves_the_strength_down_to_the_base(tmp_path):
     assert [s for _, s in runner.ladder(person, 1.0)] == [1.0, 0.5, 0.25, 0.125, 0.0]
     assert [s for _, s in runner.ladder(person, 0.6)] == [0.6, 0.3, 0.15, 0.0]
     assert runner.ladder(base, 1.0) == [(base, 0.0)]
+    # a person trained from random weights (full export, no base): no strengths to try, then the base model
+    scratch = PersonModel(load_person(export_person(tuned, None, tmp_path / "s", "s", trainable, "gpen", {}, None,
+                                                    3, None, mode="full")))
+    assert not scratch.supports_strength and person.supports_strength
+    assert runner.ladder(scratch, 1.0) == [(scratch, 1.0), (base, 0.0)]
 
 
 def test_route_faces_assigns_each_person_at_most_once():
