@@ -39,8 +39,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "without an extension; default: output_<name> in the current folder)")
     who = p.add_argument_group("models")
     who.add_argument("--base", default=None,
-                     help="base model: weights name, checkpoint file or export directory (default: GPEN-BFR-512 "
-                          "if present, else gpen-compact-256)")
+                     help="base model: weights name, checkpoint file or export directory (default: the base the first "
+                          "--person was trained from, else GPEN-BFR-512 if present, else gpen-compact-256)")
     who.add_argument("--person", action="append", default=[], metavar="NAME",
                      help="register a person (name or export path; repeatable); faces are matched by identity")
     who.add_argument("--persons-dir", type=Path, default=None,
@@ -175,10 +175,24 @@ def build_restorer(args: argparse.Namespace, device: torch.device, fp16: bool):
         persons, force = [forced], forced.name
     else:
         persons, failures = _load_persons(args)
-    base = load_base_model(args.base)
+    base = load_base_model(args.base) if args.base is not None else _default_base(persons)
     detector = None if args.aligned else FaceDetector(model=args.detector)
     restorer = Restorer(base, persons, force_person=force, options=options, detector=detector, device=device)
     return restorer, failures
+
+
+def _default_base(persons: list):
+    """Without --base: the base model the (first) person was trained from, so that strength 0 reproduces it
+    and a person tuned from GPEN-BFR-256 works without GPEN-BFR-512; else the default base model."""
+    from gpen_fewshot.restoration.models import BASE
+    from gpen_fewshot.restore import FaceModel, load_base_model
+
+    for person in persons:
+        if person.has_base:
+            model = FaceModel(person.build_generator(0.0), person.size, BASE, person.template)
+            model.source = f"base of {person.name}"
+            return model
+    return load_base_model(None)
 
 
 def _restore_all(restorer, pairs: list[tuple[Path, Path]], args: argparse.Namespace) -> int:

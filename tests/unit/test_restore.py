@@ -291,3 +291,17 @@ def test_min_face_size_and_only_center_face_skip_faces(photo, detector):
     assert len(kept) == 1 and kept[0].box[0] < photo.shape[1] / 2 < kept[0].box[2] + 100
     with pytest.raises(NoFaceError, match="none kept"):
         Restorer(identity, detector=detector, options=RestoreOptions(min_face_size=1000), device="cpu").restore(photo)
+
+
+def test_cli_person_without_base_uses_the_persons_recorded_base(tmp_path, monkeypatch, capsys):
+    """No --base and no default base on the machine: --person still works, with the base it was tuned from."""
+    base_file, base, tuned, trainable = _generators(tmp_path)
+    export = export_person(tuned, base_file, tmp_path / "alice", "alice", trainable, "gpen", {}, None, 3, None)
+    monkeypatch.setenv("GPEN_FEWSHOT_WEIGHTS_DIR", str(tmp_path / "no_weights"))
+    out = tmp_path / "o.png"
+    code = main(["-i", str(GROUP), "-o", str(out), "--person", str(export), "--no-guard", "-q"])
+    assert code == 0, capsys.readouterr().err
+    expected = tmp_path / "expected.png"
+    assert main(["-i", str(GROUP), "-o", str(expected), "--base", str(base_file), "--person", str(export),
+                 "--no-guard", "-q"]) == 0
+    np.testing.assert_array_equal(read_image(out), read_image(expected))
