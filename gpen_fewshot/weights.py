@@ -14,7 +14,6 @@ package.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import http.client
 import json
 import os
@@ -28,6 +27,7 @@ from pathlib import Path
 from typing import Literal
 
 from gpen_fewshot.utils.atomic import atomic_write_json
+from gpen_fewshot.utils.hashing import sha256_file  # noqa: F401  (public: weights.sha256_file)
 
 ENV_WEIGHTS_DIR = "GPEN_FEWSHOT_WEIGHTS_DIR"
 CHECKSUMS_FILENAME = "gpen_fewshot_checksums.json"
@@ -231,15 +231,6 @@ def _unavailable_message(spec: WeightSpec, path: Path, error: Exception | None) 
     hint = f"; or set ${ENV_WEIGHTS_DIR} to the folder holding it" if spec.location == "weights_dir" else ""
     return (f"weights {spec.name!r} unavailable ({reason}). Download {spec.url} and save it as {path} "
             f"(folder {path.parent}){hint}.")
-
-
-def sha256_file(path: str | os.PathLike) -> str:
-    """Hex sha256 of a file, read in 1 MiB chunks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(_CHUNK), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 _VERIFIED: dict[tuple[str, int, int], str] = {}  # (path, size, mtime_ns) -> sha256, hashed once per process

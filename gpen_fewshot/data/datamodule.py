@@ -19,7 +19,6 @@ Batches are dicts ``{"lq": (B, 3, S, S), "gt": (B, 3, S, S)`` float32 RGB in [-1
 
 from __future__ import annotations
 
-import hashlib
 import zlib
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
@@ -43,6 +42,7 @@ from gpen_fewshot.data.degradations import (
 from gpen_fewshot.data.io import image_to_tensor, read_image, to_float
 from gpen_fewshot.evaluation.protocol import degrade as protocol_degrade
 from gpen_fewshot.evaluation.protocol import sample_rng as protocol_rng
+from gpen_fewshot.utils.hashing import sha256_file
 
 DegradationSpec = str | Mapping[str, Any] | DegradationConfig
 _TRAIN_STREAM = 0
@@ -83,11 +83,6 @@ def _resolve_augment(augment: AugmentConfig | Mapping[str, Any] | bool | None) -
         for k, v in dict(augment).items()
     }
     return AugmentConfig(**values)
-
-
-def file_sha256(path: str | Path) -> str:
-    """Hex sha256 of a file's bytes (the seed key of a crop whose source photo is unknown)."""
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
 class _CropLoader:
@@ -189,7 +184,7 @@ class FixedPairDataset(Dataset):
         if keys is not None and len(keys) != len(paths):
             raise ValueError(f"FixedPairDataset got {len(keys)} keys for {len(paths)} crops")
         self.paths = [str(p) for p in paths]
-        self.keys = [key or file_sha256(path) for key, path in zip(keys or [None] * len(paths), self.paths,
+        self.keys = [key or sha256_file(path) for key, path in zip(keys or [None] * len(paths), self.paths,
                                                                    strict=True)]
         specs = degradations if isinstance(degradations, Mapping) else {name: name for name in degradations}
         self.names = list(specs)

@@ -25,6 +25,7 @@ import numpy as np
 
 from gpen_fewshot.data.degradations import Degradation, build_degradation, get_preset
 from gpen_fewshot.data.io import list_images, read_image, to_float, to_uint8, write_image
+from gpen_fewshot.utils.hashing import sha256_file
 
 PERSON_SET = "person"
 OTHERS_SET = "others"
@@ -190,10 +191,6 @@ def save_inputs(eval_set: EvalSet, folder: str | os.PathLike) -> Path:
     return root
 
 
-def _sha256_file(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
 # ------------------------------------------------------------------------------------------- the person
 @dataclass(frozen=True)
 class PersonPhotos:
@@ -234,7 +231,7 @@ def person_photos(person_dir: str | os.PathLike, size: int, template: str, holdo
             f"holdout={holdout!r}; one photo is held out by default only when at least 4 are usable). Add "
             "photos, or train and evaluate with data.holdout=1 / holdout=1")
     photos = [EvalPhoto(f"{prepared.name}/{Path(r.crop).stem}", prepared.name, prepared.root / r.crop,
-                        r.sha256 or _sha256_file(prepared.root / r.crop)) for r in records]
+                        r.sha256 or sha256_file(prepared.root / r.crop)) for r in records]
     return PersonPhotos(prepared.name, photos, list(prepared.train_crops))
 
 
@@ -291,12 +288,12 @@ def other_photos(groups: Sequence[tuple[str, Sequence[Path]]], size: int, templa
         keys = {}
         for path in chosen:
             shutil.copy2(path, folder / path.name)
-            keys[path.stem] = _sha256_file(path)
+            keys[path.stem] = sha256_file(path)
         crops = prepare_faces_folder(folder, size=size, template=template, cache_dir=work_dir / "prepared" / name,
                                      progress=False)
         for crop in crops:
             source_stem = crop.stem.rsplit("_", 1)[0]  # crops are named <source stem>_<digest>.png
-            photos.append(EvalPhoto(f"{name}/{crop.stem}", name, crop, keys.get(source_stem, _sha256_file(crop))))
+            photos.append(EvalPhoto(f"{name}/{crop.stem}", name, crop, keys.get(source_stem, sha256_file(crop))))
     if not photos:
         raise ProtocolError(f"others: no face found in the photos of {[name for name, _ in groups]}")
     return photos

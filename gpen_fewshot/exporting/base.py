@@ -11,6 +11,7 @@ import torch
 from torch import Tensor
 
 from gpen_fewshot.exporting.common import CONFIG_FILE, WEIGHTS_FILE, ExportError
+from gpen_fewshot.utils.hashing import sha256_file
 
 
 @dataclass(frozen=True)
@@ -33,8 +34,6 @@ _HASHES: dict[tuple[str, int, int], str] = {}  # (path, size, mtime_ns) -> sha25
 
 def file_sha256(path: Path) -> str:
     """sha256 of a file, cached while its size and mtime are unchanged."""
-    from gpen_fewshot.weights import sha256_file
-
     stat = path.stat()
     key = (str(path.resolve()), stat.st_size, stat.st_mtime_ns)
     if key not in _HASHES:
