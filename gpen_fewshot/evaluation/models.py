@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import dataclasses
 import glob
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,6 +28,7 @@ from typing import Any
 import yaml
 
 from gpen_fewshot.archs import GPENGenerator
+from gpen_fewshot.utils.jsonfile import read_json_object
 
 RANDOM = "random"  # recorded base of a run that started from random weights
 NO_BASE = ("none", "null", "")
@@ -69,13 +69,7 @@ class ModelSpec:
 
 # ------------------------------------------------------------------------------------------ small readers
 def _read_json(path: Path) -> dict:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as err:
-        raise ModelSpecError(f"{path}: unreadable JSON ({err})") from None
-    if not isinstance(data, dict):
-        raise ModelSpecError(f"{path}: expected a JSON object")
-    return data
+    return read_json_object(path, ModelSpecError)
 
 
 def _read_yaml(path: Path) -> Any:

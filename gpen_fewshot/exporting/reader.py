@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 
@@ -23,6 +22,7 @@ from gpen_fewshot.exporting.common import (
     PersonMetadata,
     find_export_dir,
 )
+from gpen_fewshot.utils.jsonfile import read_json_object
 
 
 class PersonWeights:
@@ -127,13 +127,7 @@ class PersonWeights:
 
 
 def _read_json(path: Path) -> dict:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as err:
-        raise ExportError(f"{path}: unreadable JSON ({err})") from None
-    if not isinstance(data, dict):
-        raise ExportError(f"{path}: expected a JSON object")
-    return data
+    return read_json_object(path, ExportError)
 
 
 def _generator_config(config: dict, source: Path) -> GeneratorConfig:
