@@ -293,7 +293,7 @@ def other_photos(groups: Sequence[tuple[str, Sequence[Path]]], size: int, templa
                                      progress=False)
         for crop in crops:
             source_stem = crop.stem.rsplit("_", 1)[0]  # crops are named <source stem>_<digest>.png
-            photos.append(EvalPhoto(f"{name}/{crop.stem}", name, crop, keys.get(source_stem, sha256_file(crop))))
+            photos.append(EvalPhoto(f"{name}/{crop.stem}", name, crop, keys.get(source_stem) or sha256_file(crop)))
     if not photos:
         raise ProtocolError(f"others: no face found in the photos of {[name for name, _ in groups]}")
     return photos

@@ -19,7 +19,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from gpen_fewshot.data.io import image_to_tensor, read_image, tensor_to_image
+from gpen_fewshot.data.io import read_image
 from gpen_fewshot.evaluation.identity_metrics import REF_KEYS
 from gpen_fewshot.evaluation.metrics import ALL_METRICS, MetricSuite
 from gpen_fewshot.evaluation.models import ModelSpec, load_model
@@ -34,6 +34,7 @@ from gpen_fewshot.evaluation.protocol import (
     save_inputs,
 )
 from gpen_fewshot.evaluation.values import MetricValue, Unavailable
+from gpen_fewshot.restoration.models import run_model
 
 log = logging.getLogger(__name__)
 
@@ -138,9 +139,7 @@ def restore_images(generator: nn.Module, images: Sequence[np.ndarray], batch_siz
     out: list[np.ndarray] = []
     for start in tqdm(range(0, len(images), batch_size), desc=desc, leave=False, unit="batch",
                       disable=not progress):
-        x = torch.stack([image_to_tensor(im) for im in images[start:start + batch_size]]).to(device)
-        y = generator(x)
-        out.extend(tensor_to_image(t) for t in y)
+        out += run_model(generator, images[start:start + batch_size], device, batch_size)
     return out
 
 

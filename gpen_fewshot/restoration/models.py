@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from gpen_fewshot.data.io import image_to_tensor
+from gpen_fewshot.data.io import image_to_tensor, tensor_to_image
 from gpen_fewshot.export import CONFIG_FILE, ExportError, PersonWeights, load_person
 from gpen_fewshot.weights import REGISTRY, is_available, weights_dir
 
@@ -132,8 +132,7 @@ def run_model(fn: ModelFn, crops: Sequence[np.ndarray], device: torch.device, ba
             out = fn(batch)
         if out.shape != batch.shape:
             raise ValueError(f"model returned shape {tuple(out.shape)} for input {tuple(batch.shape)}")
-        images = ((out.float().clamp(-1, 1) + 1.0) * 127.5).round().to(torch.uint8)
-        outputs.extend(images.permute(0, 2, 3, 1).cpu().numpy())
+        outputs.extend(tensor_to_image(image) for image in out.float().cpu())
     return outputs
 
 

@@ -41,11 +41,16 @@ def _iteration(pl_module: pl.LightningModule) -> int:
 def save_checkpoint_atomic(trainer: pl.Trainer, path: Path) -> None:
     """``trainer.save_checkpoint`` into a temporary file renamed over ``path`` (rank 0 writes)."""
     tmp = path.with_name(f".{path.name}.tmp")
-    trainer.save_checkpoint(tmp, weights_only=False)
-    if trainer.is_global_zero:
-        with open(tmp, "rb") as handle:
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
+    try:
+        trainer.save_checkpoint(tmp, weights_only=False)
+        if trainer.is_global_zero:
+            with open(tmp, "rb") as handle:
+                os.fsync(handle.fileno())
+            os.replace(tmp, path)
+    except BaseException:
+        if trainer.is_global_zero:
+            tmp.unlink(missing_ok=True)  # a failed or interrupted save leaves the previous checkpoint only
+        raise
 
 
 class IterationCheckpoint(Callback):

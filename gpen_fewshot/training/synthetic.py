@@ -12,8 +12,9 @@ from typing import Any
 
 import numpy as np
 import pytorch_lightning as pl
-import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
+
+from gpen_fewshot.data.io import image_to_tensor
 
 _BLOBS = 4
 
@@ -32,10 +33,6 @@ def synthetic_pair(size: int, rng: np.random.Generator, noise: float = 0.05) -> 
     return clean, degraded
 
 
-def _to_tensor(image: np.ndarray) -> torch.Tensor:
-    return torch.from_numpy(image.transpose(2, 0, 1).copy()) * 2.0 - 1.0
-
-
 class SyntheticPairs(Dataset):
     """Key ``k`` -> ``{"lq", "gt": (3, S, S) float [-1, 1], "path": "synthetic/<k>"}``, seeded by ``(seed, k)``."""
 
@@ -47,7 +44,7 @@ class SyntheticPairs(Dataset):
 
     def __getitem__(self, key: int) -> dict[str, Any]:
         clean, degraded = synthetic_pair(self.size, np.random.default_rng((self.seed, int(key))))
-        return {"lq": _to_tensor(degraded), "gt": _to_tensor(clean), "path": f"synthetic/{key}"}
+        return {"lq": image_to_tensor(degraded), "gt": image_to_tensor(clean), "path": f"synthetic/{key}"}
 
 
 class KeySampler(Sampler[int]):
