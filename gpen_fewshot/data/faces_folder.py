@@ -2,7 +2,8 @@
 
 Unlike ``prepare_person`` this is built for thousands of photos of different people: failures are skipped
 (and counted in the manifest), identities are not compared, and the cache is incremental: a photo is
-processed again only when its size or modification time changes, so adding photos costs only the new ones.
+processed again only when its bytes change (size + mtime first, then the recorded sha256), so adding photos
+costs only the new ones and a copied or re-mounted folder keeps its crops.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from gpen_fewshot.faces.alignment import align_face, template_eye_distance
 from gpen_fewshot.faces.detection import FaceDetector, resolve_model
 from gpen_fewshot.faces.quality import sharpness
 from gpen_fewshot.utils.atomic import atomic_write_json
+from gpen_fewshot.utils.hashing import sha256_file
 
 FOLDER_VERSION = 1
 SAVE_EVERY = 200  # photos between manifest checkpoints (an interrupted run keeps its progress)
@@ -80,14 +82,21 @@ def prepare_faces_folder(
     manifest_path = root / "manifest.json"
     entries = _load_entries(manifest_path, settings)
     files = list_images(faces_dir)
-    todo = [p for p in files if not _still_valid(entries.get(p.name), p, root)]
-    _remove_stale_crops(root, entries, keep={p.name for p in files} - {p.name for p in todo})
-    entries = {k: v for k, v in entries.items() if k in {p.name for p in files}}
+    todo, refreshed = [], False
+    for path in files:
+        entry = _revalidate(entries.get(path.name), path, root)
+        if entry is None:
+            todo.append(path)
+        elif entry is not entries[path.name]:
+            entries[path.name], refreshed = entry, True
+    names = {p.name for p in files}
+    _remove_stale_crops(root, entries, keep=names - {p.name for p in todo})
+    entries = {k: v for k, v in entries.items() if k in names}
     for done, entry in enumerate(_process_all(todo, root, settings, num_workers, progress), start=1):
         entries[entry["file"]] = entry
         if done % SAVE_EVERY == 0:
             _save(manifest_path, settings, entries)
-    if todo or not manifest_path.is_file():
+    if todo or refreshed or not manifest_path.is_file():
         _save(manifest_path, settings, entries)
     return [root / entries[p.name]["crop"] for p in files if entries.get(p.name, {}).get("crop")]
 
@@ -119,10 +128,21 @@ def _stat_key(path: Path) -> list[int]:
     return [stat.st_size, stat.st_mtime_ns]
 
 
-def _still_valid(entry: dict | None, path: Path, root: Path) -> bool:
-    if entry is None or entry.get("stat") != _stat_key(path):
-        return False
-    return entry.get("crop") is None or (root / entry["crop"]).is_file()
+def _revalidate(entry: dict | None, path: Path, root: Path) -> dict | None:
+    """The photo's cached entry if it still holds, else None (the photo must be processed again).
+
+    Size + mtime decide quickly; when they changed but the bytes did not (a copied or re-mounted folder:
+    shared data sets get new mtimes on every mount), the sha256 recorded with the entry keeps the crop.
+    Returns a new dict when the stored stat or checksum had to be refreshed, ``entry`` itself otherwise.
+    """
+    if entry is None or not (entry.get("crop") is None or (root / entry["crop"]).is_file()):
+        return None
+    stat = _stat_key(path)
+    if entry.get("stat") == stat:
+        return entry if entry.get("sha256") else {**entry, "sha256": sha256_file(path)}
+    if entry.get("sha256") and entry["sha256"] == sha256_file(path):
+        return {**entry, "stat": stat}
+    return None
 
 
 def _load_entries(manifest_path: Path, settings: FolderSettings) -> dict[str, dict]:
@@ -191,7 +211,7 @@ def _worker_run(args: tuple[Path, Path]) -> dict:
 
 def _process_one(path: Path, root: Path, settings: FolderSettings, det: FaceDetector) -> dict:
     """Largest face of one photo -> crop file; returns its manifest entry (crop None when skipped)."""
-    entry: dict = {"file": path.name, "stat": _stat_key(path), "crop": None}
+    entry: dict = {"file": path.name, "stat": _stat_key(path), "sha256": sha256_file(path), "crop": None}
     try:
         image = read_image(path)
     except ImageReadError as err:
@@ -209,7 +229,6 @@ def _process_one(path: Path, root: Path, settings: FolderSettings, det: FaceDete
     entry["sharpness"] = round(sharp, 1)
     if sharp < settings.min_sharpness:
         return {**entry, "decision": "blurred", "reason": f"sharpness {sharp:.0f} < {settings.min_sharpness:g}"}
-    digest = hashlib.sha256(f"{path.name}:{entry['stat']}".encode()).hexdigest()[:8]
-    crop_rel = f"crops/{path.stem}_{digest}.png"
+    crop_rel = f"crops/{path.stem}_{entry['sha256'][:8]}.png"
     write_image(root / crop_rel, aligned.crop)
     return {**entry, "decision": "used", "reason": "ok", "crop": crop_rel}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -351,3 +352,29 @@ def test_prepare_faces_folder_largest_face_cached(tmp_path: Path, monkeypatch: p
 
     monkeypatch.setattr(faces_folder, "FaceDetector", lambda *a, **k: pytest.fail("cache not used"))
     assert prepare_faces_folder(folder, size=128, cache_dir=tmp_path / "cache", progress=False) == crops
+
+
+def test_prepare_faces_folder_keeps_crops_of_a_remounted_folder(tmp_path: Path,
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    """New mtimes with the same bytes (a re-mounted shared folder) reuse the cache; new bytes do not."""
+    import gpen_fewshot.data.faces_folder as faces_folder
+
+    folder = tmp_path / "faces"
+    folder.mkdir()
+    for name in ("obama_000", "obama_001"):
+        shutil.copy(FIXTURES / f"{name}.jpg", folder / f"{name}.jpg")
+    cache = tmp_path / "cache"
+    crops = prepare_faces_folder(folder, size=96, cache_dir=cache, progress=False)
+    for path in folder.iterdir():
+        os.utime(path, ns=(1_000_000_000, 1_000_000_000))
+    real_detector = faces_folder.FaceDetector
+    monkeypatch.setattr(faces_folder, "FaceDetector", lambda *a, **k: pytest.fail("cache not used"))
+    assert prepare_faces_folder(folder, size=96, cache_dir=cache, progress=False) == crops
+    manifest = json.loads((cache / "96_gpen" / "manifest.json").read_text())
+    assert all(p["stat"][1] == 1_000_000_000 for p in manifest["photos"])  # refreshed, not re-detected
+
+    (folder / "obama_001.jpg").write_bytes((FIXTURES / "obama_002.jpg").read_bytes())
+    calls = []
+    monkeypatch.setattr(faces_folder, "FaceDetector", lambda *a, **k: calls.append(1) or real_detector(*a, **k))
+    again = prepare_faces_folder(folder, size=96, cache_dir=cache, progress=False)
+    assert calls and again[0] == crops[0] and again[1] != crops[1] and not crops[1].exists()
