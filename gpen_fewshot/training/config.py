@@ -85,6 +85,7 @@ class OptimConfig:
         grad_clip_g, grad_clip_d: max gradient norm; ``None`` = no clipping.
         ema_decay: generator EMA decay per iteration.
         ema_start_iter: the EMA copies the generator until this iteration.
+        ema_rampup: cap the EMA half-life at this fraction of the iterations done (``None`` = fixed decay).
     """
 
     lr_g: float = 1e-4
@@ -102,6 +103,7 @@ class OptimConfig:
     grad_clip_d: float | None = None
     ema_decay: float = 0.999
     ema_start_iter: int = 0
+    ema_rampup: float | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "betas_g", _pair(self.betas_g, "optim.betas_g"))
@@ -111,6 +113,8 @@ class OptimConfig:
             raise ValueError(f"optim.schedule must be one of {SCHEDULE_KINDS}, got {self.schedule!r}")
         if not 0.0 <= self.ema_decay < 1.0:
             raise ValueError(f"optim.ema_decay must lie in [0, 1), got {self.ema_decay}")
+        if self.ema_rampup is not None and self.ema_rampup <= 0:
+            raise ValueError(f"optim.ema_rampup must be > 0 or null, got {self.ema_rampup}")
 
 
 @dataclass(frozen=True)

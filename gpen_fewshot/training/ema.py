@@ -8,6 +8,7 @@ buffers (blur kernels, running statistics) are copied, never averaged.
 from __future__ import annotations
 
 import copy
+import math
 
 import torch
 from torch import nn
@@ -20,9 +21,20 @@ def make_ema_copy(model: nn.Module) -> nn.Module:
     return ema
 
 
-def ema_decay_at(iteration: int, decay: float, start_iteration: int = 0) -> float:
-    """Decay used at ``iteration``: 0 (plain copy) before ``start_iteration``, ``decay`` afterwards."""
-    return 0.0 if iteration < start_iteration else decay
+def ema_decay_at(iteration: int, decay: float, start_iteration: int = 0, rampup: float | None = None) -> float:
+    """Decay used at ``iteration``: 0 (plain copy) before ``start_iteration``, ``decay`` afterwards.
+
+    With ``rampup`` the EMA's half-life (``ln 0.5 / ln decay`` iterations) is capped at ``rampup`` times the
+    iterations done since ``start_iteration`` (StyleGAN2-ADA's ramp-up): a short run then exports an average of
+    its last iterations instead of mostly its starting weights (decay 0.999 has a 693-iteration half-life, so
+    after 200 iterations the EMA would still be 82% the initial generator).
+    """
+    if iteration < start_iteration:
+        return 0.0
+    if rampup is None or decay == 0.0:
+        return decay
+    half_life = min(math.log(0.5) / math.log(decay), rampup * (iteration - start_iteration + 1))
+    return 0.5 ** (1.0 / half_life) if half_life > 0 else 0.0
 
 
 @torch.no_grad()

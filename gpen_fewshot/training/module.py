@@ -161,7 +161,8 @@ class GPENFewShotModule(pl.LightningModule):
         opt_g, opt_d = self.optimizers()
         fake, g_logs = self._generator_step(opt_g, batch["lq"], batch["gt"])
         d_logs = self._discriminator_step(opt_d, fake.detach(), batch["gt"])
-        decay = ema_decay_at(self.iteration, self.optim_config.ema_decay, self.optim_config.ema_start_iter)
+        optim = self.optim_config
+        decay = ema_decay_at(self.iteration, optim.ema_decay, optim.ema_start_iter, optim.ema_rampup)
         update_ema(self.generator_ema, self.generator, decay)
         self.iteration += 1
         self.in_iteration = False

@@ -58,3 +58,18 @@ def test_apply_lr_uses_group_scales() -> None:
     opt = torch.optim.Adam([{"params": [a]}, {"params": [b], "lr_scale": 0.1}], lr=1.0)
     apply_lr(opt, 2e-4)
     assert [g["lr"] for g in opt.param_groups] == pytest.approx([2e-4, 2e-5])
+
+
+def test_ema_rampup_caps_the_half_life_at_a_fraction_of_the_run() -> None:
+    from gpen_fewshot.training.ema import ema_decay_at
+
+    assert ema_decay_at(5, 0.999, start_iteration=10, rampup=0.1) == 0.0  # plain copy before the start
+    assert ema_decay_at(199, 0.999) == 0.999  # no ramp-up: fixed decay
+    decay = ema_decay_at(199, 0.999, rampup=0.1)  # half-life capped at 0.1 * 200 = 20 iterations
+    assert abs(decay ** 20 - 0.5) < 1e-9
+    assert ema_decay_at(100_000, 0.999, rampup=0.1) == 0.999  # long runs reach the configured decay
+    # over a 200-iteration run the capped EMA follows the weights: its share of the starting value is small
+    share = 1.0
+    for it in range(200):
+        share *= ema_decay_at(it, 0.999, rampup=0.1)
+    assert share < 1e-3 < 0.999 ** 200
