@@ -7,6 +7,10 @@ into place only when complete and verified, and their sha256 is checked: against
 known, otherwise it is recorded on first download ("trust on first use") in ``gpen_fewshot_checksums.json``
 next to the file and every later use is checked against that record.
 
+Bundled files (the RetinaFace MobileNet-0.25 detector and the project's own compact prior
+``gpen-compact-256`` / ``gpen-compact-256-D``) ship inside the package in ``gpen_fewshot/assets/weights/``
+and are never downloaded: a missing one is a broken install, reported as such.
+
 The dlib face-recognition models are not in the registry: they ship in the ``face-recognition-models`` PyPI
 package.
 """
@@ -35,6 +39,16 @@ _GPEN_URL = "https://public-vigen-video.oss-cn-shanghai.aliyuncs.com/robin/model
 _GPEN_LICENCE = "GPEN (yangxy/GPEN): (c) Alibaba 2021, for academic and non-commercial use only"
 _CHUNK = 1 << 20
 _USER_AGENT = "gpen-fewshot/0.1 (weights download)"
+
+# The project's own compact prior (registry names "gpen-compact-256" and "gpen-compact-256-D"), bundled in
+# gpen_fewshot/assets/weights/. `python scripts/export_prior.py <pretraining run>` writes both files and prints
+# these four values; paste them here. None = not pinned yet: the file is then accepted without a checksum.
+COMPACT_256_SHA256: str | None = "9fe523e5145b53d9eea1b09a56c3bddd8d0e23b59e22df47069f7f8b879cccfb"
+COMPACT_256_SIZE: int | None = 8_942_332
+COMPACT_256_D_SHA256: str | None = "95001e75ad5dd78c94d9a4fc23dce1ca5d8438c3ba567724032c7daf2854ff85"
+COMPACT_256_D_SIZE: int | None = 3_009_538
+COMPACT_256_LICENCE = ("non-commercial research only (trained on UTKFace; see "
+                       "gpen_fewshot/assets/weights/gpen-compact-256.md)")
 
 Location = Literal["weights_dir", "torch_hub", "bundled"]
 
@@ -89,6 +103,12 @@ def _gpen(name: str, kind: str, description: str) -> WeightSpec:
     return WeightSpec(name, f"{name}.pth", _GPEN_URL + f"{name}.pth", None, None, _GPEN_LICENCE, description, kind)
 
 
+def _bundled_prior(name: str, kind: str, sha256: str | None, size: int | None, description: str) -> WeightSpec:
+    """A prior trained by this project (``experiment=pretrain``), shipped as ``<name>.safetensors``."""
+    return WeightSpec(name, f"{name}.safetensors", None, sha256, size, COMPACT_256_LICENCE, description, kind,
+                      "bundled")
+
+
 REGISTRY: dict[str, WeightSpec] = {
     spec.name: spec
     for spec in (
@@ -118,8 +138,11 @@ REGISTRY: dict[str, WeightSpec] = {
             "Apache-2.0 (pytorch-fid; weights ported from TensorFlow's Inception 2015-12-05)",
             "Inception-v3 FID feature extractor (pytorch-fid)", "metric", "torch_hub",
         ),
-        # Room for small weights shipped with the package, e.g. a future "gpen-compact-256": add a
-        # WeightSpec with location="bundled" and the file under gpen_fewshot/assets/weights/.
+        _bundled_prior("gpen-compact-256", "generator", COMPACT_256_SHA256, COMPACT_256_SIZE,
+                       "the project's compact GPEN prior, 256 px (style_dim 256, n_mlp 4, cm 1, narrow 0.25), "
+                       "EMA generator trained by gpen-fewshot experiment=pretrain, fp16, bundled"),
+        _bundled_prior("gpen-compact-256-D", "discriminator", COMPACT_256_D_SHA256, COMPACT_256_D_SIZE,
+                       "discriminator trained with gpen-compact-256 (cm 1, narrow 0.25), fp16, bundled"),
     )
 }
 

@@ -17,9 +17,10 @@ from torch import Tensor, nn
 
 from gpen_fewshot.data.io import image_to_tensor, tensor_to_image
 from gpen_fewshot.export import CONFIG_FILE, ExportError, PersonWeights, load_person
-from gpen_fewshot.weights import REGISTRY, is_available, weights_dir
+from gpen_fewshot.weights import REGISTRY, destination, is_available, weights_dir
 
-# Tried in order when no base model is given: the released 512 model, then the project's compact prior.
+# Tried in order when no base model is given: the released 512 model (downloaded), then the project's compact
+# prior (bundled in the package, so normally always present).
 DEFAULT_BASES = ("GPEN-BFR-512", "gpen-compact-256")
 BASE = "base"  # the model name recorded for faces restored by the base model
 
@@ -137,8 +138,8 @@ def run_model(fn: ModelFn, crops: Sequence[np.ndarray], device: torch.device, ba
 
 
 def default_base_name() -> str | Path:
-    """The first of ``DEFAULT_BASES`` that is present: a registry file, or an export directory of that name in
-    the weights directory.
+    """The first of ``DEFAULT_BASES`` that is present: a registry file (downloaded, or bundled like the compact
+    prior), or an export directory of that name in the weights directory.
 
     Raises:
         BaseModelUnavailableError: none is present; the message says which file to put where.
@@ -150,9 +151,10 @@ def default_base_name() -> str | Path:
             return weights_dir() / name
     spec = REGISTRY["GPEN-BFR-512"]
     raise BaseModelUnavailableError(
-        f"no base model found: download {spec.url} and save it as {weights_dir() / spec.filename} "
-        f"(or set $GPEN_FEWSHOT_WEIGHTS_DIR), or put the compact prior's export directory at "
-        f"{weights_dir() / DEFAULT_BASES[1]}/, or pass --base with a GPEN checkpoint file or export directory"
+        f"no base model found: the bundled compact prior {DEFAULT_BASES[1]!r} is missing from the installed "
+        f"package ({destination(DEFAULT_BASES[1])}; reinstall gpen-fewshot), and GPEN-BFR-512 is not downloaded: "
+        f"download {spec.url} and save it as {weights_dir() / spec.filename} (or set $GPEN_FEWSHOT_WEIGHTS_DIR), "
+        "or pass --base with a GPEN checkpoint file or export directory"
     )
 
 

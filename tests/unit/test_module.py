@@ -10,6 +10,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from gpen_fewshot import weights
 from gpen_fewshot.archs.checkpoints import load_generator
 from gpen_fewshot.data.io import read_image, write_image
 from gpen_fewshot.evaluation.identity_metrics import person_reference
@@ -150,6 +151,7 @@ def test_init_random_auto_and_pretrained(tmp_path, monkeypatch, caplog) -> None:
     monkeypatch.setenv("GPEN_FEWSHOT_WEIGHTS_DIR", str(tmp_path / "weights"))
     g, d, sources = build_networks(ModelConfig(**TINY, init="random"))
     assert sources.generator == "random" and g.config.size == 32
+    monkeypatch.setattr(weights, "bundled_dir", lambda: tmp_path / "no_bundled")  # a broken install
     with caplog.at_level(logging.WARNING):
         _, _, sources = build_networks(ModelConfig(**TINY, generator_weights="gpen-compact-256", init="auto"))
     assert sources.generator == "random" and "RANDOM INITIALISATION" in caplog.text

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 from pathlib import Path
@@ -11,6 +12,7 @@ import numpy as np
 import pytest
 import torch
 
+from gpen_fewshot import weights
 from gpen_fewshot.archs import GPENGenerator
 from gpen_fewshot.cli.restore import main
 from gpen_fewshot.data.io import read_image, write_image
@@ -254,6 +256,8 @@ def test_cli_reports_a_base_hash_mismatch_in_one_line(tmp_path, capsys):
 def test_cli_without_arguments_restores_the_demo_photo_into_the_cwd(tmp_path, monkeypatch, capsys):
     _, base, _, _ = _generators(tmp_path)
     monkeypatch.setenv("GPEN_FEWSHOT_WEIGHTS_DIR", str(tmp_path / "no_weights"))
+    spec = weights.REGISTRY["gpen-compact-256"]  # the bundled prior missing (a broken install)
+    monkeypatch.setitem(weights.REGISTRY, spec.name, dataclasses.replace(spec, filename="missing.safetensors"))
     monkeypatch.chdir(tmp_path)
     assert main([]) == 2
     err = capsys.readouterr().err
