@@ -65,8 +65,10 @@ def test_experiment_composes_with_its_own_settings(experiment: str, compose_trai
     expected_model = {"fewshot_512": "gpen_bfr_512", "fewshot_256_cpu": "gpen_bfr_256", "smoke": "tiny"}
     if experiment in expected_model:
         assert model.name == expected_model[experiment]
-    if experiment == "pretrain":
+    if experiment.startswith("pretrain"):
         assert freezing.name == "full" and model.init == "random" and "FacesFolder" in cfg.data._target_
+    if experiment == "pretrain_cpu":  # the bundled prior's recipe
+        assert model.name == "compact_256" and optim.betas_g == (0.9, 0.99) and loss.l1 == 1.0
 
 
 @pytest.mark.parametrize("experiment", EXPERIMENTS)
@@ -135,7 +137,7 @@ def test_last_iteration_is_always_validated(compose_train) -> None:
 
 def test_default_config_targets_the_demo_person(compose_train) -> None:
     cfg = compose_train(shrink=False)
-    assert cfg.person == "obama" and cfg.model.name == "compact_256" and cfg.model.init == "auto"
+    assert cfg.person == "obama" and cfg.model.name == "compact_256" and cfg.model.init == "pretrained"
     assert "PersonDataModule" in cfg.data._target_ and cfg.data.person_dir == cfg.person_dir
     assert "WandbLogger" in cfg.logger.wandb._target_ and cfg.logger.wandb.offline is True
     assert cfg.freezing.name == "encoder_then_decoder"
