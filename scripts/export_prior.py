@@ -1,6 +1,6 @@
 """Export a pretrained prior (EMA generator + discriminator) from a training run as bundled safetensors files.
 
-    python scripts/export_prior.py /work/cache/prior_v1 --name gpen-compact-256 --out gpen_fewshot/assets/weights
+    python scripts/export_prior.py outputs/prior_compact_256/<run> --name gpen-compact-256 --out gpen_fewshot/assets/weights
     python scripts/export_prior.py run/checkpoints/best.ckpt --name my-prior --out /tmp/w --dtype float32
 
 Reads ``<run>/checkpoints/last.ckpt`` (``--checkpoint best`` for ``best.ckpt``; or the ``.ckpt`` given),
