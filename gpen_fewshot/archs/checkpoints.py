@@ -31,6 +31,7 @@ import json
 import math
 import pickle
 import re
+import struct
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager, nullcontext
 from pathlib import Path, PosixPath, WindowsPath
@@ -44,7 +45,7 @@ from gpen_fewshot.archs.gpen import GeneratorConfig, GPENGenerator
 from gpen_fewshot.archs.shapes import Shapes, discriminator_shapes, generator_shapes, shape_problems
 
 __all__ = ["CheckpointError", "extract_state_dict", "infer_discriminator_config", "infer_generator_config",
-           "load_discriminator", "load_generator", "read_state_dict"]
+           "load_discriminator", "load_generator", "read_checkpoint_file", "read_state_dict"]
 
 Kind = Literal["generator", "discriminator"]
 
@@ -288,8 +289,21 @@ def _read_file(path: Path, map_location: str | torch.device) -> Any:
             raise CheckpointError(f"holds a pickled Python object ({refused.group(1)}); refusing to unpickle it "
                                   "(re-save the state dict alone, or as safetensors)") from None
         raise CheckpointError(_not_a_checkpoint(error)) from None
-    except (RuntimeError, EOFError, ValueError, UnicodeDecodeError, KeyError, IndexError, TypeError) as error:
+    except (RuntimeError, EOFError, ValueError, UnicodeDecodeError, KeyError, IndexError, TypeError,
+            struct.error) as error:  # struct.error: a few bytes that start like a pickle
         raise CheckpointError(_not_a_checkpoint(error)) from None
+
+
+def read_checkpoint_file(path: str | Path, map_location: str | torch.device = "cpu") -> Any:
+    """What a checkpoint file holds, read safely (``weights_only`` pickle or safetensors), without selecting
+    a network: for callers that need more than the state dict (e.g. a run's iteration counter).
+
+    Raises:
+        CheckpointError: empty, truncated, not a checkpoint, or holding pickled objects; the message names the file.
+    """
+    path = Path(path)
+    with _about(path):
+        return _read_file(path, map_location)
 
 
 def _not_a_checkpoint(error: BaseException) -> str:

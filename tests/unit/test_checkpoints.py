@@ -224,6 +224,7 @@ def good_file(models, tmp_path) -> Path:
      "file is truncated or not a PyTorch/safetensors file"),
     (lambda p, good: p.write_text("size: 512\nnarrow: 1\n"), "file is truncated or not a PyTorch/safetensors"),
     (lambda p, good: p.write_bytes(b""), "file is empty"),
+    (lambda p, good: p.write_bytes(b"junk"), "file is truncated or not a PyTorch/safetensors"),  # struct.error
 ])
 def test_unreadable_files(make, message, good_file, tmp_path):
     bad = tmp_path / "bad.pth"
