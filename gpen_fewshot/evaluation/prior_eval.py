@@ -29,10 +29,10 @@ import numpy as np
 
 from gpen_fewshot.data.degradations import BSRGANConfig, Degradation, build_degradation, get_preset
 from gpen_fewshot.data.degradations.primitives import resize
-from gpen_fewshot.data.io import read_image, to_float, to_uint8
+from gpen_fewshot.data.io import to_float, to_uint8
 from gpen_fewshot.evaluation.fidelity import psnr, ssim
 from gpen_fewshot.evaluation.identity_metrics import IdentityScorer
-from gpen_fewshot.evaluation.protocol import sample_rng
+from gpen_fewshot.evaluation.protocol import read_crop, sample_rng
 from gpen_fewshot.evaluation.values import Unavailable
 from gpen_fewshot.faces.identity import SAME_PERSON_THRESHOLD, IdentityEmbedder
 from gpen_fewshot.utils.hashing import sha256_file
@@ -158,13 +158,6 @@ class InputSet:
         return [i for i, s in enumerate(self.samples) if s.level == level]
 
 
-def _read_crop(path: Path, size: int) -> np.ndarray:
-    crop = read_image(path)
-    if crop.shape[:2] != (size, size):
-        raise ValueError(f"{path}: crop is {crop.shape[1]}x{crop.shape[0]}, expected {size}x{size} (--size)")
-    return crop
-
-
 def build_inputs(crops: Sequence[Path], size: int, levels: Sequence[str], copies: int = 1,
                  seed: int = 0) -> InputSet:
     """Degrade every crop at every level ``copies`` times (deterministic, see the module docstring)."""
@@ -173,7 +166,7 @@ def build_inputs(crops: Sequence[Path], size: int, levels: Sequence[str], copies
     degradations = {level: lr_degradation(level) for level in levels}
     out = InputSet([], [], [], {})
     for path in crops:
-        clean, key = _read_crop(Path(path), size), sha256_file(path)  # the validation set's seed key
+        clean, key = read_crop(Path(path), size), sha256_file(path)  # the validation set's seed key
         for level in levels:
             for copy in range(copies):
                 gt, lr, bicubic = degrade_to_bicubic(clean, degradations[level], sample_rng(seed, key, level, copy))

@@ -140,7 +140,8 @@ def degrade(gt: np.ndarray, degradation: Degradation, rng: np.random.Generator) 
     return new_gt, to_uint8(lq)
 
 
-def _read_crop(path: Path, size: int) -> np.ndarray:
+def read_crop(path: Path, size: int) -> np.ndarray:
+    """An aligned crop, uint8 RGB (size, size, 3); ProtocolError when it has another size."""
     crop = read_image(path)
     if crop.shape[:2] != (size, size):
         raise ProtocolError(f"{path}: crop is {crop.shape[1]}x{crop.shape[0]}, expected {size}x{size}")
@@ -166,7 +167,7 @@ def build_eval_set(name: str, photos: Sequence[EvalPhoto], size: int, template: 
     degradations = {level: _same_size_degradation(level) for level in protocol.levels}
     samples, lq_images, gt_images = [], [], []
     for photo in photos:
-        clean = _read_crop(photo.crop_path, size)
+        clean = read_crop(photo.crop_path, size)
         for level in protocol.levels:
             for copy in range(protocol.copies):
                 rng = sample_rng(protocol.seed, photo.key, level, copy)

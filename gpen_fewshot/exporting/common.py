@@ -131,3 +131,11 @@ def discover_persons(root: str | os.PathLike) -> list[Path]:
     return found
 
 
+def package_version() -> str:
+    """The installed gpen-fewshot version, recorded in exports ("unknown" when run from an uninstalled tree)."""
+    from importlib import metadata
+
+    try:
+        return metadata.version("gpen-fewshot")
+    except metadata.PackageNotFoundError:
+        return "unknown"

@@ -21,14 +21,12 @@ from __future__ import annotations
 
 import json
 import os
-import pickle
 import re
 import shutil
 import tempfile
-from contextlib import nullcontext
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from pathlib import Path, PosixPath, WindowsPath
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -42,10 +40,11 @@ from gpen_fewshot.archs.checkpoints import (
     infer_generator_config,
     load_discriminator,
     load_generator,
+    read_checkpoint_file,
 )
 from gpen_fewshot.archs.discriminator import DiscriminatorConfig
 from gpen_fewshot.archs.gpen import GeneratorConfig
-from gpen_fewshot.exporting.common import ExportError
+from gpen_fewshot.exporting.common import ExportError, package_version
 from gpen_fewshot.utils.hashing import sha256_file
 
 PRIOR_FORMAT = "gpen-fewshot-prior"
@@ -63,8 +62,6 @@ CHECK_BATCH = 2
 _EMA_PREFIX = "generator_ema."
 _RUN_STATE_KEY = "gpen_fewshot"  # GPENFewShotModule.on_save_checkpoint's entry (iteration, configs)
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
-# What a run's checkpoint may hold besides containers and tensors (hyper-parameters, callback state).
-_SAFE_GLOBALS = [GeneratorConfig, DiscriminatorConfig, PosixPath, WindowsPath]
 
 
 @dataclass(frozen=True)
@@ -150,13 +147,11 @@ def find_checkpoint(run_dir_or_ckpt: str | os.PathLike, checkpoint: str = "last"
 
 
 def _load_checkpoint(path: Path) -> dict[str, Any]:
-    try:  # weights_only: containers, tensors and these plain-data classes only; nothing executable
-        safe = getattr(torch.serialization, "safe_globals", None)  # torch >= 2.5
-        with safe(_SAFE_GLOBALS) if safe else nullcontext():
-            obj = torch.load(path, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, OSError) as error:
-        first = (str(error).strip().splitlines() or [""])[0][:160]
-        raise ExportError(f"{path}: not a readable Lightning checkpoint ({type(error).__name__}: {first})") from None
+    try:  # weights_only / safetensors only: nothing executable is unpickled
+        obj = read_checkpoint_file(path)
+    except (CheckpointError, OSError) as error:  # CheckpointError's message starts with "<path>: "
+        detail = str(error).removeprefix(f"{path}: ")
+        raise ExportError(f"{path}: not a readable Lightning checkpoint ({detail})") from None
     if not isinstance(obj, dict) or not isinstance(obj.get(_RUN_STATE_KEY), dict):
         raise ExportError(f"{path}: not a checkpoint of a gpen-fewshot training run (no {_RUN_STATE_KEY!r} entry "
                           "with the iteration; give a run's checkpoints/last.ckpt or best.ckpt)")
@@ -219,15 +214,6 @@ def _storage(state: dict[str, Tensor], dtype: str, what: str) -> dict[str, Tenso
     return out
 
 
-def _package_version() -> str:
-    from importlib import metadata
-
-    try:
-        return metadata.version("gpen-fewshot")
-    except metadata.PackageNotFoundError:
-        return "unknown"
-
-
 def prior_metadata(kind: str, config: GeneratorConfig | DiscriminatorConfig, source: TrainingCheckpoint,
                    name: str, dtype: str) -> dict[str, str]:
     """The safetensors metadata of one file (string values; config fields JSON-encoded, e.g. ``"0.25"``).
@@ -255,7 +241,7 @@ def prior_metadata(kind: str, config: GeneratorConfig | DiscriminatorConfig, sou
         "source_iteration": str(source.iteration),
         "trained_by": TRAINED_BY,
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "package_version": _package_version(),
+        "package_version": package_version(),
     }
 
 

@@ -29,6 +29,7 @@ from gpen_fewshot.exporting.common import (
     WEIGHTS_FILE,
     ExportError,
     PersonMetadata,
+    package_version,
 )
 from gpen_fewshot.utils.atomic import atomic_write_json
 
@@ -89,7 +90,7 @@ def export_person(
         n_photos=int(n_photos),
         reference_embedding=_embedding_tuple(reference_embedding),
         metrics=_plain_metrics(metrics or {}),
-        package_version=_package_version(),
+        package_version=package_version(),
         created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
     )
     config = _config_dict(generator_ema, template, mode, dtype, base, len(stored), tuned)
@@ -205,15 +206,6 @@ def _plain_metrics(metrics: Mapping[str, Any]) -> dict[str, float]:
         except (TypeError, ValueError):
             raise ExportError(f"metric {key!r} is not a number: {value!r}") from None
     return out
-
-
-def _package_version() -> str:
-    from importlib import metadata
-
-    try:
-        return metadata.version("gpen-fewshot")
-    except metadata.PackageNotFoundError:
-        return "unknown"
 
 
 def _config_dict(generator: nn.Module, template: str, mode: str, dtype: str, base: BaseReference | None,
