@@ -43,9 +43,9 @@ _USER_AGENT = "gpen-fewshot/0.1 (weights download)"
 # The project's own compact prior (registry names "gpen-compact-256" and "gpen-compact-256-D"), bundled in
 # gpen_fewshot/assets/weights/. `python scripts/export_prior.py <pretraining run>` writes both files and prints
 # these four values; paste them here. None = not pinned yet: the file is then accepted without a checksum.
-COMPACT_256_SHA256: str | None = "9fe523e5145b53d9eea1b09a56c3bddd8d0e23b59e22df47069f7f8b879cccfb"
-COMPACT_256_SIZE: int | None = 8_942_332
-COMPACT_256_D_SHA256: str | None = "95001e75ad5dd78c94d9a4fc23dce1ca5d8438c3ba567724032c7daf2854ff85"
+COMPACT_256_SHA256: str | None = "fcde472762a14efb7af0f1c3ded54fa161dd8dbe5d801926c04dae73a285faf3"
+COMPACT_256_SIZE: int | None = 8_942_340
+COMPACT_256_D_SHA256: str | None = "1c2456cb32a1bcd202333d8be2ab3fb0ff30cea799ca36d533151d50be55159f"
 COMPACT_256_D_SIZE: int | None = 3_009_538
 COMPACT_256_LICENCE = ("non-commercial research only (trained on UTKFace; see "
                        "gpen_fewshot/assets/weights/gpen-compact-256.md)")
