@@ -7,7 +7,7 @@ into place only when complete and verified, and their sha256 is checked: against
 known, otherwise it is recorded on first download ("trust on first use") in ``gpen_fewshot_checksums.json``
 next to the file and every later use is checked against that record.
 
-Bundled files (the RetinaFace MobileNet-0.25 detector and the project's own compact prior
+Bundled files (the RetinaFace MobileNet-0.25 detector, the MobileFaceNet identity network and the project's own compact prior
 ``gpen-compact-256`` / ``gpen-compact-256-D``) ship inside the package in ``gpen_fewshot/assets/weights/``
 and are never downloaded: a missing one is a broken install, reported as such.
 
@@ -137,6 +137,14 @@ REGISTRY: dict[str, WeightSpec] = {
             "pt_inception-2015-12-05-6726825d.pth", None, None,
             "Apache-2.0 (pytorch-fid; weights ported from TensorFlow's Inception 2015-12-05)",
             "Inception-v3 FID feature extractor (pytorch-fid)", "metric", "torch_hub",
+        ),
+        WeightSpec(
+            "mobilefacenet", "mobilefacenet_model-y1-test2.params", None,
+            "b151f97e392e68cb540fb9710a91a574a4187d491eeda77d1c1799ae6dc3b82b", 4_115_182,
+            "non-commercial research only (InsightFace MobileFaceNet trained on MS1M), see "
+            "gpen_fewshot/assets/weights/README.md",
+            "InsightFace MobileFaceNet (ArcFace, 128-d, MXNet format), identity loss and metric, bundled",
+            "identity", "bundled",
         ),
         _bundled_prior("gpen-compact-256", "generator", COMPACT_256_SHA256, COMPACT_256_SIZE,
                        "the project's compact GPEN prior, 256 px (style_dim 256, n_mlp 4, cm 1, narrow 0.25), "

@@ -129,14 +129,15 @@ def infer_generator_config(state_dict: Mapping[str, Tensor]) -> GeneratorConfig:
     n_mlp = _count(state_dict, r"generator\.style\.(\d+)\.weight")
     ch4 = _require(state_dict, "generator.input.input")[1]
     isconcat = _require(state_dict, "generator.conv1.activate.bias")[0] == 2 * ch4
+    residual = "input_skip" in state_dict  # the buffer only residual generators have
     ch64 = None if size < 64 else _require(state_dict, _level_key("ecd{}.0.1.weight", "ecd0.0.0.weight", size))[0]
 
     def shapes_for(cm: float, narrow: float) -> Shapes:
-        return generator_shapes(size, style_dim, n_mlp, cm, narrow, isconcat)
+        return generator_shapes(size, style_dim, n_mlp, cm, narrow, isconcat, residual)
 
     cm, narrow = _choose(ch64, ch4, shapes_for, state_dict, "generator")
     values = {"size": size, "style_dim": style_dim, "n_mlp": n_mlp, "channel_multiplier": cm,
-              "narrow": narrow, "isconcat": isconcat}
+              "narrow": narrow, "isconcat": isconcat, "residual": residual}
     return _make_config(GeneratorConfig, values)
 
 

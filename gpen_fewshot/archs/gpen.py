@@ -10,6 +10,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 
+import torch
 from torch import Tensor, nn
 
 from .layers import (
@@ -21,6 +22,9 @@ from .layers import (
     StyledConv,
     ToRGB,
 )
+
+# ToRGB weight scale of a fresh residual generator: its output starts within ~0.1 of its input.
+RESIDUAL_RGB_INIT = 0.1
 
 __all__ = ["GPENGenerator", "GeneratorConfig", "StyleDecoder", "channel_table", "log2_size"]
 
@@ -60,6 +64,7 @@ class GeneratorConfig:
     blur_kernel: tuple[int, ...] = DEFAULT_BLUR_KERNEL
     lr_mlp: float = 0.01
     isconcat: bool = True
+    residual: bool = False
 
     def asdict(self) -> dict:
         """Plain dict of the fields (JSON-serialisable)."""
@@ -140,14 +145,18 @@ class GPENGenerator(nn.Module):
         blur_kernel: FIR taps for resampling.
         lr_mlp: mapping-network learning-rate multiplier.
         isconcat: concatenate the encoder features to the decoder activations.
+        residual: output = input + decoder output (the project's compact priors; off in released models).
+            The decoder then only has to model the correction, so an untrained network is close to the
+            identity and a clean face passes through. Adds a scalar buffer ``input_skip`` to the state dict,
+            which is how checkpoints tell the layout apart (released files have none and load unchanged).
     """
 
     def __init__(self, size: int, style_dim: int = 512, n_mlp: int = 8, channel_multiplier: int = 2,
                  narrow: float = 1.0, blur_kernel: Sequence[float] = DEFAULT_BLUR_KERNEL,
-                 lr_mlp: float = 0.01, isconcat: bool = True) -> None:
+                 lr_mlp: float = 0.01, isconcat: bool = True, residual: bool = False) -> None:
         super().__init__()
         self.config = GeneratorConfig(size, style_dim, n_mlp, channel_multiplier, narrow,
-                                      tuple(blur_kernel), lr_mlp, isconcat)
+                                      tuple(blur_kernel), lr_mlp, isconcat, residual)
         self.log_size = log2_size(size, "GPENGenerator")
         ch = channel_table(channel_multiplier, narrow, size)
         self.generator = StyleDecoder(size, style_dim, n_mlp, channel_multiplier, narrow, blur_kernel,
@@ -159,6 +168,16 @@ class GPENGenerator(nn.Module):
             layer = ConvLayer(ch[2 * res], ch[res], 3, downsample=True, blur_kernel=blur_kernel)
             setattr(self, self.names[j], nn.Sequential(layer))
         self.final_linear = nn.Sequential(EqualLinear(ch[4] * 16, style_dim, activation="fused_lrelu"))
+        if residual:
+            self.register_buffer("input_skip", torch.ones(()))
+            self._shrink_to_rgb(RESIDUAL_RGB_INIT)
+
+    def _shrink_to_rgb(self, factor: float) -> None:
+        """Scale the ToRGB weights down so that the initial residual is small. Not zero: every ToRGB reads the
+        concatenated encoder features, and a zero weight would leave that path without gradient."""
+        with torch.no_grad():
+            for to_rgb in [self.generator.to_rgb1, *self.generator.to_rgbs]:
+                to_rgb.conv.weight.mul_(factor)
 
     @classmethod
     def from_config(cls, config: GeneratorConfig) -> GPENGenerator:
@@ -206,7 +225,8 @@ class GPENGenerator(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         """Restore faces: (N, 3, size, size) RGB [-1, 1] -> (N, 3, size, size), nominally [-1, 1]."""
         z, features = self.encode(x)
-        return self.decode(self.mapping(z), features)
+        out = self.decode(self.mapping(z), features)
+        return out + x.to(out.dtype) if self.config.residual else out
 
     def parameter_groups(self) -> dict[str, list[str]]:
         """Parameter names per group; every trainable parameter is in exactly one group (some may be empty).

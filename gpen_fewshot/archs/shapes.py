@@ -44,7 +44,7 @@ def _to_rgb(shapes: Shapes, prefix: str, c_in: int, style_dim: int, up: bool) ->
 
 
 def generator_shapes(size: int, style_dim: int, n_mlp: int, channel_multiplier: float, narrow: float,
-                     isconcat: bool = True) -> Shapes:
+                     isconcat: bool = True, residual: bool = False) -> Shapes:
     """Every state_dict key of the reference ``FullGenerator`` with its shape, in state_dict order."""
     ch = {2**i: channels(2**i, channel_multiplier, narrow) for i in range(2, int(math.log2(size)) + 1)}
     concat = 2 if isconcat else 1
@@ -69,6 +69,8 @@ def generator_shapes(size: int, style_dim: int, n_mlp: int, channel_multiplier: 
         shapes[f"ecd{j}.0.2.bias"] = (ch[size >> j],)
     shapes["final_linear.0.weight"] = (style_dim, ch[4] * 16)
     shapes["final_linear.0.bias"] = (style_dim,)
+    if residual:
+        shapes["input_skip"] = ()
     return shapes
 
 

@@ -38,6 +38,8 @@ class ModelConfig:
         init: ``"pretrained"`` (missing weights are an error), ``"random"`` (never load) or ``"auto"``
             (load when available, otherwise random init with a loud warning).
         download: try to download registry weights that are not on disk.
+        residual: residual generator (output = input + decoder output), see ``GPENGenerator``. Must match
+            the weights: pretrained files carry their own layout and a mismatch is an error.
     """
 
     name: str
@@ -52,6 +54,7 @@ class ModelConfig:
     discriminator_weights: str | None = None
     init: InitMode = "pretrained"
     download: bool = True
+    residual: bool = False
 
     def __post_init__(self) -> None:
         if self.init not in INIT_MODES:
@@ -62,7 +65,7 @@ class ModelConfig:
     def generator_kwargs(self) -> dict[str, Any]:
         """Keyword arguments of ``GPENGenerator``."""
         return {"size": self.size, "style_dim": self.style_dim, "n_mlp": self.n_mlp,
-                "channel_multiplier": self.channel_multiplier, "narrow": self.narrow}
+                "channel_multiplier": self.channel_multiplier, "narrow": self.narrow, "residual": self.residual}
 
     def discriminator_kwargs(self) -> dict[str, Any]:
         """Keyword arguments of ``GPENDiscriminator``."""
