@@ -254,6 +254,22 @@ def weight_path(name: str | WeightSpec, download: bool = True, progress: bool = 
     return path
 
 
+def locate(source: str | os.PathLike, download: bool = False) -> Path:
+    """File of ``source``: an existing path as given, else a registry name resolved by :func:`weight_path`.
+
+    Raises:
+        WeightsUnavailableError: registry name whose file is missing (registry message).
+        FileNotFoundError: neither an existing path nor a registry name.
+    """
+    path = Path(source).expanduser()
+    if path.exists():
+        return path
+    if str(source) in REGISTRY:
+        return weight_path(str(source), download=download)
+    raise FileNotFoundError(f"{source}: no such weights file, and not a name in the weights registry "
+                            f"(known names: {', '.join(REGISTRY)})")
+
+
 def _unavailable_message(spec: WeightSpec, path: Path, error: Exception | None) -> str:
     if spec.location == "bundled":
         return (f"bundled weights {spec.name!r} are missing from the installed package: {path} "

@@ -16,13 +16,13 @@ bilinearly with ``grid_sample``, so gradients reach every input pixel.
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from gpen_fewshot import weights as registry
 from gpen_fewshot.faces.alignment import template_points
 from gpen_fewshot.faces.irse50 import load_irse50
 from gpen_fewshot.faces.mobilefacenet import load_mobilefacenet
@@ -88,20 +88,8 @@ def load_identity_network(network: str = "mobilefacenet", weights: str | os.Path
     """
     if network not in NETWORKS:
         raise ValueError(f"unknown identity network {network!r}; choose one of {', '.join(NETWORKS)}")
-    path = _locate(weights or DEFAULT_WEIGHTS[network], download)
+    path = registry.locate(weights or DEFAULT_WEIGHTS[network], download)
     return load_mobilefacenet(path) if network == "mobilefacenet" else load_irse50(path)
-
-
-def _locate(weights: str | os.PathLike, download: bool) -> Path:
-    """A path as given when it exists, else a registry name resolved by the weights registry."""
-    from gpen_fewshot import weights as registry
-
-    candidate = Path(weights)
-    if candidate.is_file():
-        return candidate
-    if str(weights) in registry.REGISTRY:
-        return registry.weight_path(str(weights), download=download)
-    raise FileNotFoundError(f"identity weights {str(weights)!r}: no such file and not a registry name")
 
 
 class IdentityEncoder(nn.Module):

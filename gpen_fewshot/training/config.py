@@ -130,8 +130,16 @@ class LossConfig:
         l1: L1 content loss weight.
         feature_matching, feature_matching_norm: discriminator feature-matching weight and ``"l1"``/``"l2"``.
         lpips, lpips_random_backbone: LPIPS weight; a random AlexNet is for plumbing tests only.
-        identity, identity_weights, identity_required: ArcFace identity loss weight, its registry name or
-            path, and whether missing weights are an error (otherwise the term is skipped with a warning).
+        identity: weight of ``1 - cos`` between identity embeddings of the restored face and its ground truth.
+        identity_reference: weight of ``1 - cos`` towards the person's reference embedding (mean over the
+            run's clean training crops): pulls restorations of this person towards them. Person runs.
+        face_perceptual: weight of the perceptual loss on the identity network's features (MobileFaceNet
+            only; an offline stand-in for LPIPS).
+        identity_network: ``"mobilefacenet"`` (bundled, offline) or ``"irse50"`` (ArcFace IR-SE50, downloaded).
+        identity_weights: registry name or path of its weights; None = the network's registry entry.
+        identity_required: missing identity weights are an error (otherwise the terms are skipped, warned).
+        train_discriminator: update D every iteration (false: G-only training, for content-only pretraining
+            where no generator term reads D; saves ~40% of an iteration).
         r1_gamma, r1_interval: lazy R1 penalty on D every ``r1_interval`` iterations; gamma 0 = off.
         path_length, path_length_interval, path_length_decay: lazy path-length regularisation of G w.r.t. w.
     """
@@ -144,9 +152,13 @@ class LossConfig:
     feature_matching_norm: Literal["l1", "l2"] = "l1"
     lpips: float = 0.0
     lpips_random_backbone: bool = False
-    identity: float = 1.0
-    identity_weights: str = "model_ir_se50"
+    identity: float = 0.0
+    identity_reference: float = 0.0
+    face_perceptual: float = 0.0
+    identity_network: str = "mobilefacenet"
+    identity_weights: str | None = None
     identity_required: bool = False
+    train_discriminator: bool = True
     r1_gamma: float = 10.0
     r1_interval: int = 16
     path_length: float = 0.0
@@ -156,8 +168,20 @@ class LossConfig:
     def __post_init__(self) -> None:
         if self.r1_interval < 1 or self.path_length_interval < 1:
             raise ValueError("loss.r1_interval and loss.path_length_interval must be >= 1")
+        if not self.train_discriminator and (self.adversarial or self.feature_matching):
+            raise ValueError("loss.train_discriminator=false needs loss.adversarial=0 and loss.feature_matching=0")
+        if self.identity_network not in ("mobilefacenet", "irse50"):
+            raise ValueError(f"loss.identity_network must be 'mobilefacenet' or 'irse50', got "
+                             f"{self.identity_network!r}")
+        if self.face_perceptual and self.identity_network != "mobilefacenet":
+            raise ValueError("loss.face_perceptual needs loss.identity_network=mobilefacenet")
         if self.feature_matching_norm not in ("l1", "l2"):
             raise ValueError(f"loss.feature_matching_norm must be 'l1' or 'l2', got {self.feature_matching_norm!r}")
+
+    @property
+    def uses_identity_network(self) -> bool:
+        """Whether any term needs the identity network."""
+        return bool(self.identity or self.identity_reference or self.face_perceptual)
 
 
 @dataclass(frozen=True)

@@ -31,7 +31,7 @@ from gpen_fewshot.losses import (
 from gpen_fewshot.training.config import LossConfig, ModelConfig, OptimConfig, RunConfig, to_plain
 from gpen_fewshot.training.ema import ema_decay_at, make_ema_copy, update_ema
 from gpen_fewshot.training.freezing import FreezingSchedule, ResolvedStage, set_trainable, stage_at
-from gpen_fewshot.training.losses_setup import build_auxiliary_losses
+from gpen_fewshot.training.losses_setup import build_auxiliary_losses, reference_embedding
 from gpen_fewshot.training.networks import NetworkSources, build_networks
 from gpen_fewshot.training.schedules import LRSchedule, apply_lr
 from gpen_fewshot.training.validation import ValidationAccumulator
@@ -77,7 +77,8 @@ class GPENFewShotModule(pl.LightningModule):
         self.active_stage: ResolvedStage | None = None
         self.register_buffer("mean_path_length", torch.zeros(()))
         # Loss networks are frozen helpers: kept out of the state dict (and so out of checkpoints and DDP).
-        self._aux: dict[str, nn.Module] = build_auxiliary_losses(loss)
+        self._aux: dict[str, nn.Module] = build_auxiliary_losses(loss, template=run.template)
+        self.reference_embedding: Tensor | None = None  # person's mean identity embedding (identity_reference)
         self._validation = ValidationAccumulator(run.num_sample_images, self._aux.get("identity"), run.val_identity,
                                                  run.template)
         self.last_sample_grid: Any = None
@@ -147,9 +148,18 @@ class GPENFewShotModule(pl.LightningModule):
 
     # ------------------------------------------------------------------ training
     def on_train_start(self) -> None:
-        """A resumed run that is already complete stops before any update."""
+        """A resumed run that is already complete stops before any update; the reference embedding is made."""
         if self.iteration >= self.run_config.total_iters:
             self.trainer.should_stop = True
+        if self.loss_config.identity_reference and "identity" in self._aux and self.reference_embedding is None:
+            datamodule = getattr(self.trainer, "datamodule", None)
+            crops = getattr(getattr(datamodule, "train_set", None), "paths", None)
+            if not crops:
+                raise ValueError("loss.identity_reference needs a datamodule with training crops (person runs)")
+            self.reference_embedding = reference_embedding(self._aux["identity"].encoder, crops,
+                                                           self.model_config.size).to(self.device)
+            log.info("identity reference: mean %s embedding of %d training crops",
+                     self.loss_config.identity_network, len(crops))
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> None:
         """One G update and one D update on ``batch``; logs losses, learning rates and the stage."""
@@ -160,7 +170,8 @@ class GPENFewShotModule(pl.LightningModule):
         lr_g, lr_d = self._begin_iteration()
         opt_g, opt_d = self.optimizers()
         fake, g_logs = self._generator_step(opt_g, batch["lq"], batch["gt"])
-        d_logs = self._discriminator_step(opt_d, fake.detach(), batch["gt"])
+        d_logs = (self._discriminator_step(opt_d, fake.detach(), batch["gt"])
+                  if self.loss_config.train_discriminator else {})
         optim = self.optim_config
         decay = ema_decay_at(self.iteration, optim.ema_decay, optim.ema_start_iter, optim.ema_rampup)
         update_ema(self.generator_ema, self.generator, decay)
@@ -197,15 +208,19 @@ class GPENFewShotModule(pl.LightningModule):
 
     def _generator_losses(self, fake: Tensor, gt: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
         cfg = self.loss_config
-        logits, fake_features = self.discriminator(fake, return_features=True)
         total, parts = content_loss(fake, gt, cfg.smooth_l1, cfg.l1, cfg.smooth_l1_beta)
+        if cfg.adversarial or cfg.feature_matching:
+            logits, fake_features = self.discriminator(fake, return_features=True)
         logs = {f"g_{k}": v.detach() for k, v in parts.items()}
         terms: dict[str, tuple[float, Any]] = {
             "g_adv": (cfg.adversarial, lambda: g_nonsaturating_loss(logits)),
             "g_fm": (cfg.feature_matching, lambda: self._feature_matching(gt, fake_features)),
         }
-        for key, net in self._aux.items():  # "lpips" / "identity": built only when enabled and available
+        for key, net in self._aux.items():  # lpips / identity / face_perceptual: when enabled and available
             terms[f"g_{key}"] = (getattr(cfg, key), functools.partial(net, fake, gt))
+        if self.reference_embedding is not None:
+            terms["g_identity_ref"] = (cfg.identity_reference, functools.partial(
+                self._aux["identity"].to_embedding, fake, self.reference_embedding))
         for name, (weight, compute) in terms.items():
             if weight:
                 value = compute()
@@ -248,8 +263,8 @@ class GPENFewShotModule(pl.LightningModule):
                        batch_size: int) -> None:
         logs = {f"train/{k}": v for k, v in {**g_logs, **d_logs}.items()}
         self.log_dict(logs, prog_bar=False, on_step=True, batch_size=batch_size)
-        self.log_dict({"g": g_logs["g_total"], "d": d_logs["d_loss"]}, prog_bar=True, logger=False,
-                      batch_size=batch_size)
+        bar = {"g": g_logs["g_total"], **({"d": d_logs["d_loss"]} if "d_loss" in d_logs else {})}
+        self.log_dict(bar, prog_bar=True, logger=False, batch_size=batch_size)
         assert self.active_stage is not None
         scalars = {"train/iteration": float(self.iteration), "train/stage": float(self.active_stage.index),
                    "lr/generator": lr_g, "lr/discriminator": lr_d}

@@ -34,21 +34,8 @@ class NetworkSources:
 
 
 def locate_weights(source: str, download: bool) -> Path:
-    """File of a registry name or path.
-
-    Raises:
-        weights.WeightsUnavailableError: registry name whose file is missing (registry message).
-        FileNotFoundError: neither an existing path nor a registry name.
-    """
-    path = Path(source).expanduser()
-    if path.exists():
-        return path
-    if source in weights.REGISTRY:
-        return weights.weight_path(source, download=download)
-    raise FileNotFoundError(
-        f"{source}: no such weights file, and not a name in the weights registry "
-        f"(known names: {', '.join(weights.REGISTRY)})"
-    )
+    """File of a registry name or path (see :func:`gpen_fewshot.weights.locate`)."""
+    return weights.locate(source, download)
 
 
 def warn_random_init(what: str, source: str | None, reason: str) -> None:

@@ -3,7 +3,8 @@
 PSNR / SSIM are the evaluation suite's (``gpen_fewshot.evaluation.fidelity``: BasicSR's implementations on
 uint8 RGB, the numbers ``evaluate.py`` reports). Identity, when enabled: the dlib distance of each restored
 face to its ground truth (``id_distance_gt``, lower is better; ``id_verified_gt`` = fraction below 0.6), and the
-ArcFace cosine similarity (``identity_arcface``) when the identity-loss network is loaded.
+cosine similarity of the identity-loss network (``identity_<network>``, e.g. ``identity_mobilefacenet``: a
+metric the run trains on, so it flatters the run) when that network is loaded.
 """
 
 from __future__ import annotations
@@ -41,7 +42,7 @@ class ValidationAccumulator:
 
     Args:
         num_samples: rows of the sample grid.
-        arcface: optional ``IdentityLoss`` (ArcFace); adds ``identity_arcface`` (mean cosine similarity).
+        arcface: optional ``IdentityLoss``; adds ``identity_<network>`` (mean cosine similarity to the GT).
         dlib_identity: add the dlib identity distance to the ground truth (``id_distance_gt``).
         template: alignment template of the validation crops (where dlib looks for the face).
     """
@@ -87,7 +88,8 @@ class ValidationAccumulator:
         if self.arcface is not None:
             similarity = [1.0 - float(self.arcface(restored[i:i + 1].float(), gt[i:i + 1].float()))
                           for i in range(restored.shape[0])]
-            self._add("identity_arcface", similarity, groups)
+            name = getattr(self.arcface, "network_name", "arcface")
+            self._add(f"identity_{name}", similarity, groups)
         if self._dlib_enabled and self._scorer is None:
             self._scorer = _identity_scorer(True, self.template)
             self._dlib_enabled = self._scorer is not None

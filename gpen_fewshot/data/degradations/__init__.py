@@ -20,6 +20,7 @@ from gpen_fewshot.data.degradations.config import (
     BSRGANConfig,
     DegradationConfig,
     FirstOrderConfig,
+    MixtureConfig,
     NoDegradation,
     config_from_dict,
     config_to_dict,
@@ -37,6 +38,8 @@ __all__ = [
     "FirstOrderConfig",
     "FirstOrderDegradation",
     "IdentityDegradation",
+    "MixtureConfig",
+    "MixtureDegradation",
     "NoDegradation",
     "build_degradation",
     "config_from_dict",
@@ -54,7 +57,30 @@ def build_degradation(config: str | Mapping[str, Any] | DegradationConfig) -> De
         return BSRGANDegradation(config)
     if isinstance(config, FirstOrderConfig):
         return FirstOrderDegradation(config)
+    if isinstance(config, MixtureConfig):
+        return MixtureDegradation(config)
     return IdentityDegradation(config)
+
+
+class MixtureDegradation(Degradation):
+    """Draws one preset per sample (probabilities from the config's weights) and applies it."""
+
+    def __init__(self, config: MixtureConfig) -> None:
+        self.config = config
+        self.components = [build_degradation(name) for name in config.presets]
+        weights = np.asarray(config.weights, dtype=np.float64)
+        self.probabilities = weights / weights.sum()
+
+    def _pick(self, rng: np.random.Generator) -> Degradation:
+        return self.components[int(rng.choice(len(self.components), p=self.probabilities))]
+
+    def degrade(self, img: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        """See :meth:`Degradation.__call__`."""
+        return self._pick(rng).degrade(img, rng)
+
+    def degrade_pair(self, img: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+        """The chosen preset's pair (some presets change the ground truth too)."""
+        return self._pick(rng).degrade_pair(img, rng)
 
 
 def sample_rng(seed: int, *keys: int) -> np.random.Generator:

@@ -155,8 +155,36 @@ class NoDegradation:
         _check_interpolations("interpolation", (self.interpolation,))
 
 
-DegradationConfig = BSRGANConfig | FirstOrderConfig | NoDegradation
-CONFIG_CLASSES: dict[str, type] = {cls.kind: cls for cls in (BSRGANConfig, FirstOrderConfig, NoDegradation)}
+@dataclass(frozen=True)
+class MixtureConfig:
+    """A random choice among presets per sample: ``presets[i]`` with probability ``weights[i] / sum``.
+
+    Used to pretrain priors on every level users restore (and a little "none", so that clean inputs are
+    left alone). Every preset must have the mixture's ``scale``.
+    """
+
+    kind: ClassVar[str] = "mixture"
+
+    presets: tuple[str, ...] = ("none", "mild", "moderate", "severe")
+    weights: tuple[float, ...] = (0.05, 0.25, 0.4, 0.3)
+    scale: int = 1
+
+    def __post_init__(self) -> None:
+        _check_positive_int("scale", self.scale)
+        if not self.presets or len(self.presets) != len(self.weights):
+            raise ValueError(f"mixture: {len(self.presets)} presets but {len(self.weights)} weights")
+        if any(w < 0 for w in self.weights) or sum(self.weights) <= 0:
+            raise ValueError(f"mixture weights must be >= 0 with a positive sum, got {self.weights}")
+        for name in self.presets:
+            if name not in PRESETS:
+                raise ValueError(f"mixture: unknown preset {name!r}; known: {sorted(PRESETS)}")
+            if PRESETS[name].scale != self.scale:
+                raise ValueError(f"mixture: preset {name!r} has scale {PRESETS[name].scale}, not {self.scale}")
+
+
+DegradationConfig = BSRGANConfig | FirstOrderConfig | NoDegradation | MixtureConfig
+CONFIG_CLASSES: dict[str, type] = {
+    cls.kind: cls for cls in (BSRGANConfig, FirstOrderConfig, NoDegradation, MixtureConfig)}
 
 # Monotone in every knob: sf, blur strength, noise level, JPEG quality, probability of the extra x1/2.
 PRESETS: dict[str, DegradationConfig] = {
@@ -217,7 +245,7 @@ def config_to_dict(config: DegradationConfig) -> dict[str, Any]:
 
 
 def config_from_dict(data: Mapping[str, Any]) -> DegradationConfig:
-    """Build a config from a mapping with a ``kind`` key (``bsrgan`` | ``first_order`` | ``none``).
+    """Build a config from a mapping with a ``kind`` key (``bsrgan`` | ``first_order`` | ``none`` | ``mixture``).
 
     Lists become tuples; a key ``preset`` starts from that preset and the other keys override it.
 
@@ -247,7 +275,7 @@ def config_from_dict(data: Mapping[str, Any]) -> DegradationConfig:
 
 def resolve_config(spec: str | Mapping[str, Any] | DegradationConfig) -> DegradationConfig:
     """Accept a preset name, a mapping (e.g. from Hydra) or a config dataclass; return the dataclass."""
-    if isinstance(spec, (BSRGANConfig, FirstOrderConfig, NoDegradation)):
+    if isinstance(spec, (BSRGANConfig, FirstOrderConfig, NoDegradation, MixtureConfig)):
         return spec
     if isinstance(spec, str):
         return get_preset(spec)
