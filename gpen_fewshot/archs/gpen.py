@@ -23,8 +23,8 @@ from .layers import (
     ToRGB,
 )
 
-# ToRGB weight scale of a fresh residual generator: its output starts within ~0.1 of its input.
-RESIDUAL_RGB_INIT = 0.1
+# ToRGB weight scale of a fresh residual generator: its output starts within ~0.005 (mean abs) of its input.
+RESIDUAL_RGB_INIT = 0.01
 
 __all__ = ["GPENGenerator", "GeneratorConfig", "StyleDecoder", "channel_table", "log2_size"]
 

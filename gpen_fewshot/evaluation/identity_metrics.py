@@ -129,3 +129,57 @@ class IdentityScorer:
         if gt is not None and gt_emb is None:
             gt_emb = np.zeros((0, EMBEDDING_DIM), np.float32)
         return identity_scores(restored_emb, gt_emb, reference, self.threshold)
+
+
+# MobileFaceNet (ArcFace family) identity, a second network beside dlib: cosine similarity, and "verified"
+# when it exceeds MFN_SAME_PERSON_COSINE (the best LFW threshold of the RGB port, scripts/verify_identity.py).
+MFN_GT_KEYS = ("mfn_similarity_gt", "mfn_verified_gt")
+MFN_REF_KEYS = ("mfn_similarity_ref", "mfn_verified_ref")
+MFN_SAME_PERSON_COSINE = 0.30
+
+
+class MobileFaceNetScorer:
+    """Cosine identity scores of aligned crops by the bundled MobileFaceNet (loaded on first use).
+
+    Args:
+        template: alignment template of the crops ("gpen" or "ffhq").
+        threshold: cosine above which two faces count as the same person.
+    """
+
+    def __init__(self, template: str = "gpen", threshold: float = MFN_SAME_PERSON_COSINE) -> None:
+        self.template, self.threshold = template, float(threshold)
+        self._encoder = None
+
+    def embed(self, images: Sequence[np.ndarray], batch: int = 16) -> np.ndarray:
+        """(N, 128) float64 unit embeddings of uint8 RGB (S, S, 3) aligned crops."""
+        import torch
+
+        from gpen_fewshot.data.io import image_to_tensor
+        from gpen_fewshot.faces.identity_net import IdentityEncoder, load_identity_network
+
+        if self._encoder is None:
+            self._encoder = IdentityEncoder(load_identity_network("mobilefacenet"), "mobilefacenet", self.template)
+        out = []
+        with torch.inference_mode():
+            for start in range(0, len(images), batch):
+                chunk = torch.stack([image_to_tensor(im) for im in images[start:start + batch]])
+                out.append(self._encoder(chunk).double().numpy())
+        return np.concatenate(out) if out else np.zeros((0, 128))
+
+    def reference(self, crops: Sequence[np.ndarray]) -> np.ndarray:
+        """A person's MobileFaceNet reference: the normalised mean embedding of their training crops."""
+        mean = self.embed(crops).mean(0)
+        return mean / max(np.linalg.norm(mean), 1e-12)
+
+    def score(self, restored: Sequence[np.ndarray], gt: Sequence[np.ndarray] | None = None,
+              reference: np.ndarray | None = None) -> dict[str, np.ndarray]:
+        """float64 (N,) arrays under ``MFN_GT_KEYS`` (if ``gt``) and ``MFN_REF_KEYS`` (if ``reference``)."""
+        emb = self.embed(restored)
+        out: dict[str, np.ndarray] = {}
+        targets = ((MFN_GT_KEYS, self.embed(gt) if gt is not None else None), (MFN_REF_KEYS, reference))
+        for keys, target in targets:
+            if target is None:
+                continue
+            cos = (emb * np.asarray(target, np.float64)).sum(-1)
+            out[keys[0]], out[keys[1]] = cos, (cos > self.threshold).astype(np.float64)
+        return out

@@ -13,6 +13,7 @@ tensors in [-1, 1]) plus, optionally, the person's reference identity embedding,
 ``fid_num_images``      how many images per set FID/KID used
 ``id_*_gt``             dlib identity distance / similarity / verified-fraction vs the GT crop
 ``id_*_ref``            the same vs the person's reference embedding
+``mfn_*_gt``, ``_ref``  MobileFaceNet cosine similarity / verified fraction vs GT and vs the reference
 ``num_images``          restored crops scored
 =====================  ======================================================================================
 
@@ -32,13 +33,21 @@ from torch import nn
 from gpen_fewshot.data.io import tensor_to_image
 from gpen_fewshot.evaluation.distribution import FeatureDistance
 from gpen_fewshot.evaluation.fidelity import LPIPSMetric, check_image, niqe, psnr, ssim
-from gpen_fewshot.evaluation.identity_metrics import GT_KEYS, REF_KEYS, IdentityScorer
+from gpen_fewshot.evaluation.identity_metrics import (
+    GT_KEYS,
+    MFN_GT_KEYS,
+    MFN_REF_KEYS,
+    REF_KEYS,
+    IdentityScorer,
+    MobileFaceNetScorer,
+)
 from gpen_fewshot.evaluation.values import MetricValue, Unavailable, mean_or_unavailable
 from gpen_fewshot.faces.identity import SAME_PERSON_THRESHOLD, IdentityEmbedder
 
-ALL_METRICS = ("psnr", "psnr_y", "ssim", "ssim_y", "lpips", "niqe", "fid", "identity")
+ALL_METRICS = ("psnr", "psnr_y", "ssim", "ssim_y", "lpips", "niqe", "fid", "identity", "identity_mfn")
 # Groups that produce several result keys.
-_EXPANDS = {"fid": ("fid", "kid", "kid_std", "fid_num_images"), "identity": GT_KEYS + REF_KEYS}
+_EXPANDS = {"fid": ("fid", "kid", "kid_std", "fid_num_images"), "identity": GT_KEYS + REF_KEYS,
+            "identity_mfn": MFN_GT_KEYS + MFN_REF_KEYS}
 _PAIRWISE: dict[str, Callable[..., float]] = {
     "psnr": lambda r, g, b: psnr(r, g, b, y_channel=False),
     "psnr_y": lambda r, g, b: psnr(r, g, b, y_channel=True),
@@ -105,6 +114,8 @@ class MetricSuite:
         self.distribution = (FeatureDistance(fid_feature, download=download, kid_subset_size=kid_subset_size,
                                              seed=seed) if "fid" in self.metrics else None)
         self.identity = IdentityScorer(embedder, threshold) if "identity" in self.metrics else None
+        template = getattr(embedder, "template", "gpen")
+        self.identity_mfn = MobileFaceNetScorer(template) if "identity_mfn" in self.metrics else None
         self.reset()
 
     @property
@@ -139,7 +150,8 @@ class MetricSuite:
             restored: restored crops (uint8 RGB (H, W, 3) list/array, or tensor (N, 3, H, W) in [-1, 1]).
             gt: the matching ground-truth crops, same forms and sizes, or None (full-reference metrics are
                 then skipped for this batch).
-            reference: float (128,) reference embedding of the person in these crops, or None.
+            reference: the person's reference: a dlib (128,) embedding, or a mapping with ``"dlib"`` and
+                ``"mobilefacenet"`` embeddings (either may be missing), or None.
         """
         restored_images = as_images(restored)
         gt_images = as_images(gt)
@@ -150,8 +162,11 @@ class MetricSuite:
             self._lpips(restored_images, gt_images)
         if "niqe" in self.metrics:
             self._add_each("niqe", [niqe(image, self.crop_border) for image in restored_images])
+        references = reference if isinstance(reference, dict) else {"dlib": reference}
         if self.identity is not None:
-            self._identity(restored_images, gt_images, reference)
+            self._identity(restored_images, gt_images, references.get("dlib"))
+        if self.identity_mfn is not None:
+            self._identity_mfn(restored_images, gt_images, references.get("mobilefacenet"))
         if self.distribution is not None:
             self.distribution.update(restored_images, gt_images or [])
         self._count += len(restored_images)
@@ -217,3 +232,12 @@ class MetricSuite:
                 self._values[key].extend(float(v) for v in scores[key])
             else:
                 self._reasons[key] = NO_GT if key in GT_KEYS else NO_REFERENCE
+
+    def _identity_mfn(self, restored: list[np.ndarray], gt: list[np.ndarray] | None,
+                      reference: np.ndarray | None) -> None:
+        scores = self.identity_mfn.score(restored, gt, reference)
+        for key in MFN_GT_KEYS + MFN_REF_KEYS:
+            if key in scores:
+                self._values[key].extend(float(v) for v in scores[key])
+            else:
+                self._reasons[key] = NO_GT if key in MFN_GT_KEYS else NO_REFERENCE

@@ -54,11 +54,16 @@ METRICS: dict[str, MetricInfo] = {
     "id_distance_ref": MetricInfo("ID dist ref", False, 3),
     "id_similarity_ref": MetricInfo("ID sim ref", True, 3),
     "id_verified_ref": MetricInfo("verified ref", True, 2),
+    "mfn_similarity_gt": MetricInfo("MFN sim GT", True, 3),
+    "mfn_verified_gt": MetricInfo("MFN verified GT", True, 2),
+    "mfn_similarity_ref": MetricInfo("MFN sim ref", True, 3),
+    "mfn_verified_ref": MetricInfo("MFN verified ref", True, 2),
     "num_images": MetricInfo("n images", None, 0),
 }
 SUMMARY_METRICS = ("psnr", "ssim", "lpips", "fid", "niqe", "id_distance_gt", "id_distance_ref", "id_verified_ref")
 # On other people, closeness to the *evaluated person's* reference is what must NOT grow.
-_OTHERS_FLIPPED = ("id_distance_ref", "id_similarity_ref", "id_verified_ref")
+_OTHERS_FLIPPED = ("id_distance_ref", "id_similarity_ref", "id_verified_ref", "mfn_similarity_ref",
+                   "mfn_verified_ref")
 
 
 def direction(metric: str, set_name: str = "person") -> bool | None:

@@ -20,7 +20,7 @@ from torch import nn
 from tqdm import tqdm
 
 from gpen_fewshot.data.io import read_image
-from gpen_fewshot.evaluation.identity_metrics import REF_KEYS
+from gpen_fewshot.evaluation.identity_metrics import MFN_REF_KEYS, REF_KEYS
 from gpen_fewshot.evaluation.metrics import ALL_METRICS, MetricSuite
 from gpen_fewshot.evaluation.models import ModelSpec, load_model
 from gpen_fewshot.evaluation.protocol import (
@@ -159,14 +159,15 @@ class MetricTools:
 
             s = self.selection
             wanted = {"psnr": s.psnr, "psnr_y": s.psnr, "ssim": s.ssim, "ssim_y": s.ssim, "lpips": s.lpips,
-                      "niqe": s.niqe, "fid": s.fid, "identity": s.identity}
+                      "niqe": s.niqe, "fid": s.fid, "identity": s.identity, "identity_mfn": s.identity}
             names = [name for name in ALL_METRICS if wanted.get(name, False)]
             embedder = IdentityEmbedder(template=template) if s.identity else None
             self._suites[template] = MetricSuite(names, embedder=embedder, download=self.download).to(self.device)
         return self._suites[template]
 
-    def reference(self, crops: Sequence[Path], template: str) -> np.ndarray | Unavailable:
-        """The person's reference embedding: mean of the embeddings of their training crops."""
+    def reference(self, crops: Sequence[Path], template: str) -> dict[str, np.ndarray] | Unavailable:
+        """The person's reference embeddings (``"dlib"``, ``"mobilefacenet"``): means over their training
+        crops."""
         from gpen_fewshot.evaluation.identity_metrics import person_reference
 
         suite = self.suite(template)
@@ -177,17 +178,21 @@ class MetricTools:
             return Unavailable(reason)
         if not crops:
             return Unavailable("identity: the person has no training photos for a reference embedding")
-        return person_reference([read_image(p) for p in crops], suite.identity.embedder)
+        images = [read_image(p) for p in crops]
+        references = {"dlib": person_reference(images, suite.identity.embedder)}
+        if suite.identity_mfn is not None:
+            references["mobilefacenet"] = suite.identity_mfn.reference(images)
+        return references
 
     def measure(self, restored: list[np.ndarray], gt: list[np.ndarray], template: str,
-                reference: np.ndarray | Unavailable | None) -> tuple[dict[str, MetricValue], dict[str, list]]:
+                reference: dict | Unavailable | None) -> tuple[dict[str, MetricValue], dict[str, list]]:
         """Means over the images and the per-image values of uint8 RGB restored / ground-truth pairs."""
         suite = self.suite(template)
         suite.reset()
-        suite.update(restored, gt, reference if isinstance(reference, np.ndarray) else None)
+        suite.update(restored, gt, reference if isinstance(reference, dict) else None)
         metrics = suite.compute()
         if isinstance(reference, Unavailable):  # say why there is no reference, not just that there is none
-            metrics.update({k: reference for k in REF_KEYS if k in metrics})
+            metrics.update({k: reference for k in REF_KEYS + MFN_REF_KEYS if k in metrics})
         per = suite.per_image
         suite.reset()
         return metrics, per

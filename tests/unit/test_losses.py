@@ -135,7 +135,7 @@ def test_identity_loss_zero_for_same_face_and_differentiable() -> None:
     assert fake.grad.abs().sum() > 0
     assert not any(p.requires_grad for p in loss_fn.parameters())
     loss_fn.train()
-    assert not loss_fn.network.training  # BatchNorm statistics stay frozen
+    assert not loss_fn.encoder.network.training  # BatchNorm statistics stay frozen
 
 
 def test_lpips_random_backbone_plumbing() -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import json
 import logging
 
@@ -173,19 +175,21 @@ def test_identity_loss_optional_required_and_present(tmp_path, caplog) -> None:
     missing = str(tmp_path / "none.pth")
     with caplog.at_level(logging.WARNING):
         assert build_auxiliary_losses(LossConfig(identity=1.0, identity_weights=missing)) == {}
-    assert "identity loss disabled" in caplog.text
+    assert "identity losses disabled" in caplog.text
     with pytest.raises(FileNotFoundError):
         build_auxiliary_losses(LossConfig(identity=1.0, identity_weights=missing, identity_required=True))
     torch.save(IRSE50().state_dict(), tmp_path / "ir.pth")
-    aux = build_auxiliary_losses(LossConfig(identity=1.0, identity_weights=str(tmp_path / "ir.pth")))
-    assert set(aux) == {"identity"}
+    aux = build_auxiliary_losses(LossConfig(identity=1.0, identity_network="irse50",
+                                            identity_weights=str(tmp_path / "ir.pth")))
+    assert set(aux) == {"identity"} and aux["identity"].network_name == "irse50"
 
 
 def test_identity_network_stays_out_of_state_dict_but_moves_with_module(make_module, tmp_path) -> None:
     from gpen_fewshot.losses.identity import IRSE50
 
     torch.save(IRSE50().state_dict(), tmp_path / "ir.pth")
-    module = make_module(loss={"identity": 1.0, "identity_weights": str(tmp_path / "ir.pth")})
+    module = make_module(loss={"identity": 1.0, "identity_network": "irse50",
+                               "identity_weights": str(tmp_path / "ir.pth")})
     assert not any(k.startswith("_aux") or "input_layer" in k for k in module.state_dict())
     module.to(torch.float64)
     assert next(module._aux["identity"].parameters()).dtype == torch.float64
@@ -195,10 +199,32 @@ def test_optional_losses_enter_the_generator_loss(make_module, fit, tmp_path) ->
     from gpen_fewshot.losses.identity import IRSE50
 
     torch.save(IRSE50().state_dict(), tmp_path / "ir.pth")
-    module = make_module(total_iters=1, loss={"identity": 1.0, "identity_weights": str(tmp_path / "ir.pth"),
+    module = make_module(total_iters=1, loss={"identity": 1.0, "identity_network": "irse50",
+                                              "identity_weights": str(tmp_path / "ir.pth"),
                                               "lpips": 1.0, "lpips_random_backbone": True, "l1": 1.0})
     trainer = fit(module)
     for key in ("train/g_identity", "train/g_lpips", "train/g_l1"):
+        assert key in trainer.callback_metrics and torch.isfinite(trainer.callback_metrics[key]), key
+
+
+def test_mobilefacenet_terms_and_reference_pull(make_module, fit, tmp_path) -> None:
+    """The bundled MobileFaceNet drives identity (GT), face-perceptual and reference-embedding terms."""
+    import numpy as np
+
+    from gpen_fewshot.data.io import write_image
+    from gpen_fewshot.training.losses_setup import reference_embedding
+
+    module = make_module(total_iters=1, loss={"identity": 1.0, "face_perceptual": 0.5, "l1": 1.0})
+    crops = []
+    for i in range(3):
+        crops.append(str(tmp_path / f"c{i}.png"))
+        write_image(crops[-1], np.random.default_rng(i).integers(0, 256, (48, 48, 3), dtype=np.uint8))
+    module.reference_embedding = reference_embedding(module._aux["identity"].encoder, crops, 32)
+    assert module.reference_embedding.shape == (128,)
+    assert float(module.reference_embedding.norm()) == pytest.approx(1.0, abs=1e-5)
+    module.loss_config = dataclasses.replace(module.loss_config, identity_reference=1.0)
+    trainer = fit(module)
+    for key in ("train/g_identity", "train/g_face_perceptual", "train/g_identity_ref"):
         assert key in trainer.callback_metrics and torch.isfinite(trainer.callback_metrics[key]), key
 
 
