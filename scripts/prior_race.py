@@ -49,6 +49,11 @@ def build(spec: str, lr: float) -> tuple[torch.nn.Module, torch.optim.Optimizer]
     return net, torch.optim.Adam(groups, betas=(0.9, 0.99))
 
 
+def _psnr(image: torch.Tensor, gt: torch.Tensor) -> float:
+    """PSNR (dB) of [-1, 1] tensors (peak-to-peak 2)."""
+    return float(10 * torch.log10(4.0 / F.mse_loss(image, gt)))
+
+
 @torch.no_grad()
 def evaluate(net: torch.nn.Module, val: FixedPairDataset) -> dict[str, float]:
     """Mean PSNR gain (dB, output vs input, both against GT) per level."""
@@ -58,10 +63,7 @@ def evaluate(net: torch.nn.Module, val: FixedPairDataset) -> dict[str, float]:
         sample = val[i]
         lq, gt = sample["lq"][None], sample["gt"][None]
         out = net(lq).clamp(-1, 1)
-
-        def psnr(a):
-            return float(10 * torch.log10(4.0 / F.mse_loss(a, gt)))
-        gains[sample["degradation"]].append(psnr(out) - psnr(lq))
+        gains[sample["degradation"]].append(_psnr(out, gt) - _psnr(lq, gt))
     net.train()
     return {level: float(np.mean(v)) for level, v in gains.items()}
 

@@ -9,7 +9,6 @@ import torch
 from torch import Tensor, nn
 
 from gpen_fewshot.data.io import image_to_tensor, read_image
-
 from gpen_fewshot.faces.identity_net import DEFAULT_WEIGHTS, IdentityEncoder, load_identity_network
 from gpen_fewshot.losses.identity import FacePerceptualLoss, IdentityLoss
 from gpen_fewshot.losses.perceptual import PerceptualLoss
