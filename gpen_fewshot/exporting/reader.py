@@ -151,7 +151,7 @@ def _expected_shapes(config: GeneratorConfig) -> dict[str, tuple[int, ...]]:
     from gpen_fewshot.archs.checkpoints import generator_shapes
 
     return generator_shapes(config.size, config.style_dim, config.n_mlp, config.channel_multiplier,
-                            config.narrow, config.isconcat)
+                            config.narrow, config.isconcat, config.residual)
 
 
 def _check_keys(tensors: dict[str, Tensor], expected: dict[str, tuple[int, ...]], source: Path,

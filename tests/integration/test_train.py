@@ -69,7 +69,9 @@ def test_experiment_composes_with_its_own_settings(experiment: str, compose_trai
         assert freezing.name == "full" and model.init == "random" and "FacesFolder" in cfg.data._target_
     if experiment == "pretrain_cpu":  # the bundled prior's recipe
         assert model.name == "compact_256" and optim.betas_g == (0.9, 0.99) and loss.l1 == 1.0
-        assert loss.feature_matching > 0 and loss.adversarial == 0  # the shipped recipe: L1 + D feature matching
+        assert model.residual and not loss.train_discriminator and loss.adversarial == loss.feature_matching == 0
+        assert loss.identity > 0 and loss.identity_network == "mobilefacenet"  # L1 + MobileFaceNet identity
+        assert optim.group_lr_scales["decoder_fine"] > 1  # equalised-LR conv layers learn at a raised rate
 
 
 @pytest.mark.parametrize("experiment", EXPERIMENTS)

@@ -73,3 +73,14 @@ def test_metric_suite_reports_mobilefacenet_identity_beside_dlib() -> None:
     assert -1.0 <= result["mfn_similarity_ref"] <= 1.0
     no_ref = suite.evaluate(faces, faces)
     assert "reference" in str(no_ref["mfn_similarity_ref"])  # Unavailable, with the reason
+
+
+def test_cpu_precision_falls_back_to_fp32_without_native_bf16(monkeypatch: pytest.MonkeyPatch) -> None:
+    from gpen_fewshot.training import resolvers
+
+    monkeypatch.setattr(resolvers, "cpu_bf16_supported", lambda: False)
+    assert resolvers.cpu_precision("bf16-mixed") == "32-true"
+    monkeypatch.setattr(resolvers, "cpu_bf16_supported", lambda: True)
+    assert resolvers.cpu_precision("bf16-mixed") == "bf16-mixed"
+    monkeypatch.undo()
+    assert isinstance(resolvers.cpu_bf16_supported(), bool)  # the real probe answers on any CPU
