@@ -23,7 +23,13 @@ from gpen_fewshot.data.datamodule import PersonDataModule
 from gpen_fewshot.training.config import RunConfig
 from gpen_fewshot.training.export import config_hash, export_run, register_person_export
 from gpen_fewshot.training.module import GPENFewShotModule
-from gpen_fewshot.training.resume import find_resume_checkpoint
+from gpen_fewshot.training.callbacks import RunRecord
+from gpen_fewshot.training.resume import (
+    ResumeMismatchError,
+    check_resume_checkpoint,
+    find_resume_checkpoint,
+    resume_command,
+)
 
 log = logging.getLogger(__name__)
 
@@ -46,9 +52,9 @@ def build_module(cfg: DictConfig) -> GPENFewShotModule:
 
 
 def build_trainer(cfg: DictConfig) -> pl.Trainer:
-    """Trainer with the configured callbacks and loggers."""
-    return instantiate(cfg.trainer, callbacks=_instantiate_all(cfg.get("callbacks")),
-                       logger=_instantiate_all(cfg.get("logger")) or False)
+    """Trainer with the configured callbacks and loggers (and a record of the recipe in every checkpoint)."""
+    callbacks = [*_instantiate_all(cfg.get("callbacks")), RunRecord(hashable_config(cfg))]
+    return instantiate(cfg.trainer, callbacks=callbacks, logger=_instantiate_all(cfg.get("logger")) or False)
 
 
 # The training recipe, hashed into the export's person.json: what was trained and how, not where things are
@@ -126,13 +132,15 @@ def train(cfg: DictConfig) -> dict[str, float]:
     output_dir = Path(cfg.paths.output_dir)
     ckpt = find_resume_checkpoint(cfg.get("ckpt_path"), cfg.get("resume", False),
                                   Path(cfg.paths.person_runs_dir), output_dir)
+    module = build_module(cfg)
+    if ckpt is not None:  # a checkpoint that cannot continue this config stops the run before anything is written
+        check_resume_checkpoint(ckpt, module.state_dict(), hashable_config(cfg))
     if rank_zero_only.rank == 0:
         log.info("person %r (%s); run directory %s", cfg.person, cfg.person_dir, output_dir)
         if ckpt is not None:
             log.info("resuming from %s", ckpt)
         os.makedirs(output_dir, exist_ok=True)
     datamodule = instantiate(cfg.data)
-    module = build_module(cfg)
     trainer = build_trainer(cfg)
     if ckpt is None and cfg.get("validate_before_training", True):
         trainer.validate(module, datamodule=datamodule, verbose=False)
@@ -150,9 +158,14 @@ def train(cfg: DictConfig) -> dict[str, float]:
     if finished:
         _export(module, cfg, datamodule, metrics)
     elif rank_zero_only.rank == 0:
-        log.warning("stopped at iteration %d of %d; continue with: python train.py person=%s resume=%s",
-                    module.iteration, module.run_config.total_iters, cfg.person, output_dir)
+        log.warning("stopped at iteration %d of %d; continue with: %s", module.iteration,
+                    module.run_config.total_iters, resume_command(output_dir, _script_name()))
     return metrics
+
+
+def _script_name() -> str:
+    """The training script as it was started (``train.py`` when run in-process, e.g. from tests)."""
+    return sys.argv[0] if sys.argv and sys.argv[0].endswith(".py") else "train.py"
 
 
 def metric_value(metrics: dict[str, float], name: str | None) -> float | None:
@@ -192,7 +205,7 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     from gpen_fewshot.weights import ChecksumMismatchError
 
     errors: list[type[BaseException]] = [FileNotFoundError, CheckpointError, ChecksumMismatchError,
-                                         InvalidPersonError]
+                                         InvalidPersonError, ResumeMismatchError]
     try:
         from gpen_fewshot.data.person import NotEnoughPhotosError
     except ImportError:  # the face pipeline is optional for synthetic-data runs
