@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import io
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
@@ -111,6 +112,93 @@ def write_image(path: str | os.PathLike, image: np.ndarray, jpeg_quality: int = 
     bgr = cv2.cvtColor(image, cv2.COLOR_RGB2BGR) if image.ndim == 3 else image
     ext = path.suffix.lower() or ".png"
     params = [cv2.IMWRITE_JPEG_QUALITY, int(jpeg_quality)] if ext in (".jpg", ".jpeg") else []
+    ok, buf = cv2.imencode(ext, bgr, params)
+    if not ok:
+        raise OSError(f"{path}: OpenCV could not encode a {ext} image")
+    atomic_write_bytes(path, buf.tobytes())
+
+
+# ----------------------------------------------------------------------- what restore must give back
+ALPHA_FORMATS = (".png", ".webp", ".tif", ".tiff")  # OpenCV writes an alpha channel in these
+DEEP_FORMATS = (".png", ".tif", ".tiff")  # and 16 bits per channel in these
+
+
+@dataclass(frozen=True)
+class ImageLayers:
+    """A photo as restore sees it plus what it must put back.
+
+    Attributes:
+        rgb: uint8 (H, W, 3) RGB colour channels (not composited: the alpha channel is kept apart).
+        alpha: the alpha channel (H, W), uint8 or uint16 like the file, or None.
+        rgb16: uint16 (H, W, 3) RGB of a 16-bit file (``rgb`` is its 8-bit rounding), or None.
+    """
+
+    rgb: np.ndarray
+    alpha: np.ndarray | None = None
+    rgb16: np.ndarray | None = None
+
+
+def read_image_layers(path: str | os.PathLike) -> ImageLayers:
+    """Read a photo for restoration: like :func:`read_image`, but keeping the alpha channel and 16-bit depth.
+
+    Raises:
+        ImageReadError: as :func:`read_image`.
+    """
+    rgb = read_image(path)
+    raw = cv2.imread(str(path), cv2.IMREAD_UNCHANGED) if Path(path).suffix.lower() in ALPHA_FORMATS else None
+    if raw is None or raw.ndim != 3 or raw.shape[:2] != rgb.shape[:2]:  # no extra layers (or EXIF-rotated)
+        return ImageLayers(rgb)
+    alpha = raw[:, :, 3] if raw.shape[2] == 4 else None
+    colour = cv2.cvtColor(raw[:, :, :3], cv2.COLOR_BGR2RGB)
+    if raw.dtype == np.uint16:
+        return ImageLayers(np.round(colour / 257.0).astype(np.uint8), alpha, colour)
+    return ImageLayers(colour if alpha is not None else rgb, alpha)
+
+
+def write_image_layers(path: str | os.PathLike, image: np.ndarray, layers: ImageLayers) -> list[str]:
+    """Write a restored uint8 RGB ``image`` (the input scaled by an integer factor) with the input's alpha
+    channel and bit depth put back, atomically.
+
+    16-bit: the restoration's change is added to the 16-bit input (resized like the output), so the pixels
+    it did not touch keep their 16-bit values. Formats that cannot hold alpha / 16 bits get the 8-bit image
+    composited over white, and the returned notes say what was dropped.
+
+    Returns:
+        One line per dropped layer (empty when nothing was lost).
+    """
+    path = Path(path)
+    ext = path.suffix.lower() or ".png"
+    size = (image.shape[1], image.shape[0])
+    notes, out = [], image
+    if layers.rgb16 is not None and ext in DEEP_FORMATS:
+        base8, base16 = (_resized(layers.rgb, size), _resized(layers.rgb16, size))
+        change = (image.astype(np.int32) - base8.astype(np.int32)) * 257
+        out = np.clip(base16.astype(np.int32) + change, 0, 65535).astype(np.uint16)
+    elif layers.rgb16 is not None:
+        notes.append(f"{path.name}: {ext} holds 8 bits per channel; the 16-bit input was written as 8-bit")
+    alpha = None if layers.alpha is None else _resized(layers.alpha, size)
+    if alpha is None or ext in ALPHA_FORMATS:
+        _encode(path, out, alpha, ext)
+        return notes
+    weight = (alpha.astype(np.float32) / np.iinfo(alpha.dtype).max)[:, :, None]
+    _encode(path, np.round(image * weight + 255.0 * (1.0 - weight)).astype(np.uint8), None, ext)
+    return [*notes, f"{path.name}: {ext} has no alpha channel; transparent areas were composited over white"]
+
+
+def _resized(array: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """``array`` at (width, height) ``size``, resampled as the restored photo's background (Lanczos)."""
+    if (array.shape[1], array.shape[0]) == size:
+        return array
+    return cv2.resize(array, size, interpolation=cv2.INTER_LANCZOS4)
+
+
+def _encode(path: Path, rgb: np.ndarray, alpha: np.ndarray | None, ext: str) -> None:
+    bgr = cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)
+    if alpha is not None:
+        if alpha.dtype != bgr.dtype:  # an 8-bit alpha under 16-bit colour (or the reverse): match the colour
+            alpha = (alpha.astype(np.uint16) * 257) if bgr.dtype == np.uint16 else np.round(alpha / 257.0)
+        bgr = np.dstack([bgr, alpha.astype(bgr.dtype)])
+    params = [cv2.IMWRITE_JPEG_QUALITY, 95] if ext in (".jpg", ".jpeg") else []
     ok, buf = cv2.imencode(ext, bgr, params)
     if not ok:
         raise OSError(f"{path}: OpenCV could not encode a {ext} image")
