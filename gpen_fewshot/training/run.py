@@ -25,6 +25,7 @@ from gpen_fewshot.training.export import config_hash, export_run, register_perso
 from gpen_fewshot.training.module import GPENFewShotModule
 from gpen_fewshot.training.reporting import RegistrationError, check_registrable, export_lines, vetting_summary
 from gpen_fewshot.training.callbacks import RunRecord
+from gpen_fewshot.training.checks import ConfigValueError, check_config_values
 from gpen_fewshot.training.resume import (
     ResumeMismatchError,
     check_resume_checkpoint,
@@ -217,7 +218,8 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     from gpen_fewshot.weights import ChecksumMismatchError
 
     errors: list[type[BaseException]] = [FileNotFoundError, CheckpointError, ChecksumMismatchError,
-                                         InvalidPersonError, ResumeMismatchError, RegistrationError]
+                                         InvalidPersonError, ResumeMismatchError, RegistrationError,
+                                         ConfigValueError]
     try:
         from gpen_fewshot.data.person import NotEnoughPhotosError
     except ImportError:  # the face pipeline is optional for synthetic-data runs
@@ -238,6 +240,7 @@ def main_task(cfg: DictConfig) -> float | None:
         print_config(cfg)
     try:
         _validate_person(str(cfg.person))
+        check_config_values(cfg)
         metrics = train(cfg)
     except _user_errors() as error:
         if os.environ.get("HYDRA_FULL_ERROR") == "1":
