@@ -9,8 +9,11 @@ OpenCV's BGR order never leaves this module.
 
 from __future__ import annotations
 
+import contextlib
 import io
+import math
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,6 +25,9 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from gpen_fewshot.utils.atomic import atomic_write_bytes
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff")
+# Refused outright, per photo: past this a file is a mistake or a decompression bomb, not a photo (a
+# 200-megapixel phone photo is well below). Pillow's own limit (179 MP) is lifted for our reads only.
+ABSURD_PIXELS = 500_000_000
 
 
 class ImageReadError(ValueError):
@@ -34,7 +40,7 @@ def list_images(folder: str | os.PathLike) -> list[Path]:
     return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
 
 
-def read_image(path: str | os.PathLike) -> np.ndarray:
+def read_image(path: str | os.PathLike, max_pixels: int | None = None) -> np.ndarray:
     """Read any common photo as uint8 RGB, the way a person sees it.
 
     Honours EXIF orientation; converts grayscale, palette, CMYK and 16-bit images; composites transparent
@@ -42,12 +48,15 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
 
     Args:
         path: image file (JPEG, PNG, WebP, BMP, TIFF).
+        max_pixels: None = full resolution; else larger photos are downscaled to at most this many pixels,
+            JPEGs decoded at reduced scale (Pillow ``draft``: 1/2, 1/4, 1/8) so a huge photo never exists in
+            memory at full size.
 
     Returns:
         uint8 array (H, W, 3), RGB.
 
     Raises:
-        ImageReadError: missing, empty, truncated or non-image file.
+        ImageReadError: missing, empty, truncated or non-image file, or over ``ABSURD_PIXELS``.
     """
     path = Path(path)
     if not path.is_file():
@@ -56,7 +65,13 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
     if not data:
         raise ImageReadError(f"{path}: file is empty")
     try:
-        with Image.open(io.BytesIO(data)) as pil:
+        with _no_pillow_pixel_limit(), Image.open(io.BytesIO(data)) as pil:
+            width, height = pil.size
+            if width * height > ABSURD_PIXELS:
+                raise ImageReadError(f"{path}: {width}x{height} is {width * height / 1e6:.1f} megapixels, over "
+                                     f"the {ABSURD_PIXELS / 1e6:g}-megapixel limit")
+            if max_pixels is not None and width * height > max_pixels:
+                return _read_reduced(pil, max_pixels)
             pil.load()  # forces a full decode so truncated files fail here, not later
             pil = ImageOps.exif_transpose(pil)
             high_depth = _read_high_bit_depth(data, pil)
@@ -67,6 +82,33 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
         raise ImageReadError(f"{path}: not a readable image (unknown or unsupported format)") from err
     except (OSError, SyntaxError, ValueError) as err:
         raise ImageReadError(f"{path}: not a readable image ({err})") from err
+
+
+@contextlib.contextmanager
+def _no_pillow_pixel_limit() -> Iterator[None]:
+    """Lift Pillow's decompression-bomb limit while we read (we check ``ABSURD_PIXELS`` ourselves)."""
+    previous = Image.MAX_IMAGE_PIXELS
+    Image.MAX_IMAGE_PIXELS = None
+    try:
+        yield
+    finally:
+        Image.MAX_IMAGE_PIXELS = previous
+
+
+def _read_reduced(pil: Image.Image, max_pixels: int) -> np.ndarray:
+    """Decode a photo larger than ``max_pixels`` at reduced scale, then area-downscale it to fit."""
+    scale = math.sqrt(max_pixels / (pil.width * pil.height))
+    # draft() picks the strongest JPEG reduction still >= the requested size: asking for half the target
+    # side lets it go one halving further, so a 200 MP photo is decoded at 1/4, never at full size.
+    pil.draft("RGB", (max(1, int(pil.width * scale / 2)), max(1, int(pil.height * scale / 2))))
+    pil.load()
+    rgb = _pil_to_rgb(ImageOps.exif_transpose(pil))
+    height, width = rgb.shape[:2]
+    if width * height <= max_pixels:
+        return rgb
+    factor = math.sqrt(max_pixels / (width * height))
+    size = (max(1, int(width * factor)), max(1, int(height * factor)))
+    return cv2.resize(rgb, size, interpolation=cv2.INTER_AREA)
 
 
 def _read_high_bit_depth(data: bytes, pil: Image.Image) -> np.ndarray | None:
