@@ -82,6 +82,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--fp16", action="store_true", help="float16 autocast (CUDA only)")
     run.add_argument("--batch-size", type=int, default=4, help="faces per forward pass (default: %(default)s)")
     run.add_argument("-q", "--quiet", action="store_true", help="no per-face lines")
+    run.add_argument("--debug", action="store_true", help="show the full traceback of errors (for bug reports)")
     return p
 
 
@@ -270,6 +271,8 @@ def _restore_all(restorer, pairs: list[tuple[Path, Path]], args: argparse.Namesp
             try:
                 result = restorer.restore_file(source, target, save_faces=args.save_faces)
             except Exception as err:  # one bad input must not stop a batch: report it in one line, go on
+                if args.debug:
+                    raise
                 tqdm.write(f"{source}: {_one_line(err, source)}", file=sys.stderr)
                 failures += 1
                 continue
@@ -319,6 +322,8 @@ def _run(args: argparse.Namespace, pairs: list[tuple[Path, Path]]) -> int:
         device, fp16 = resolve_device(args.device, args.fp16)
         restorer, failures = build_restorer(args, device, fp16)
     except (FileNotFoundError, ValueError, RuntimeError) as err:
+        if args.debug:
+            raise
         print(f"error: {str(err).splitlines()[0]}", file=sys.stderr)
         return EXIT_SETUP
     skipped = skipped_files(input_path)

@@ -93,3 +93,8 @@ def test_ctrl_c_exits_130_and_says_how_many_were_written(photos: Path, monkeypat
     monkeypatch.setattr(cli, "build_restorer", interrupted_setup)
     assert cli.main(["-i", str(photos), "-o", str(tmp_path / "out2"), "-q"]) == 130
     assert "interrupted: 0 of 3 written" in capsys.readouterr().err
+
+
+def test_debug_shows_the_traceback(photos: Path, fake_restorer) -> None:
+    with pytest.raises(ValueError, match="would overwrite the input"):
+        cli.main(["-i", str(photos / "a.png"), "-o", str(photos / "a.png"), "--debug"])
