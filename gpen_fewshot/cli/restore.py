@@ -10,7 +10,8 @@ Examples::
 Each output gets a JSON sidecar ``<output>.json`` (per face: box, person or base, identity distance, strength
 used, identity-guard decisions). Exit code: 0 when every input was restored, 1 when some failed (each failure
 is one line: unreadable file, no face, bad person weights), 2 when nothing could start (no base model, bad
-arguments).
+arguments, an output that would replace an input), 130 when interrupted (Ctrl-C; finished outputs are kept,
+nothing is half-written).
 """
 
 from __future__ import annotations
@@ -18,13 +19,22 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import shlex
 import sys
 from pathlib import Path
 
 import torch
 
 DEMO_INPUT = Path("data") / "demo" / "group" / "Solvay_conference_1927.png"
-EXIT_OK, EXIT_FAILURES, EXIT_SETUP = 0, 1, 2
+EXIT_OK, EXIT_FAILURES, EXIT_SETUP, EXIT_INTERRUPTED = 0, 1, 2, 130
+
+
+class Interrupted(Exception):
+    """Ctrl-C during the batch; ``written`` outputs were finished before it."""
+
+    def __init__(self, written: int) -> None:
+        super().__init__(f"interrupted after {written} output(s)")
+        self.written = written
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -37,6 +47,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", default=None,
                    help="output file (single input) or folder (an existing folder, a path ending in '/' or "
                         "without an extension; default: output_<name> in the current folder)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="allow an output to replace one of the input files (refused otherwise)")
     who = p.add_argument_group("models")
     who.add_argument("--base", default=None,
                      help="base model: weights name, checkpoint file or export directory (default: the base the first "
@@ -70,6 +82,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--fp16", action="store_true", help="float16 autocast (CUDA only)")
     run.add_argument("--batch-size", type=int, default=4, help="faces per forward pass (default: %(default)s)")
     run.add_argument("-q", "--quiet", action="store_true", help="no per-face lines")
+    run.add_argument("--debug", action="store_true", help="show the full traceback of errors (for bug reports)")
     return p
 
 
@@ -95,8 +108,9 @@ def plan_outputs(input_path: Path, output: str | None) -> list[tuple[Path, Path]
 
     Raises:
         FileNotFoundError: the input does not exist or a folder holds no images.
+        ValueError: a single input's output file has an extension no supported format uses.
     """
-    from gpen_fewshot.data.io import IMAGE_EXTENSIONS, list_images
+    from gpen_fewshot.data.io import list_images
 
     if input_path.is_dir():
         images = list_images(input_path)
@@ -109,8 +123,56 @@ def plan_outputs(input_path: Path, output: str | None) -> list[tuple[Path, Path]
     if output is None:
         return [(input_path, Path.cwd() / f"output_{input_path.name}")]
     target = Path(output)
-    is_folder = target.is_dir() or output.endswith(("/", os.sep)) or target.suffix.lower() not in IMAGE_EXTENSIONS
-    return [(input_path, target / input_path.name if is_folder else target)]
+    if target.is_dir() or output.endswith(("/", os.sep)) or not target.suffix:
+        return [(input_path, target / input_path.name)]
+    return [(input_path, _output_file(target))]
+
+
+def _output_file(target: Path) -> Path:
+    """``target`` if its extension is a format we write; a dotted folder name needs a trailing '/'."""
+    from gpen_fewshot.data.io import IMAGE_EXTENSIONS
+
+    if target.suffix.lower() not in IMAGE_EXTENSIONS:
+        raise ValueError(f"{target}: unsupported output format {target.suffix!r} (use one of "
+                         f"{', '.join(IMAGE_EXTENSIONS)}; end the path with '/' for a folder)")
+    return target
+
+
+def refuse_overwriting_inputs(pairs: list[tuple[Path, Path]]) -> None:
+    """Raise when an output would replace one of the inputs (same file: inode compared, links included).
+
+    Raises:
+        ValueError: names the output and the input it would replace.
+    """
+    inputs = {_file_id(source): source for source, _ in pairs}
+    for _, target in pairs:
+        replaced = inputs.get(_file_id(target)) if target.exists() else None
+        if replaced is not None:
+            raise ValueError(f"{target}: the output would overwrite the input {replaced}; choose another -o "
+                             "or pass --overwrite")
+
+
+def _file_id(path: Path) -> tuple[int, int]:
+    stat = path.stat()
+    return stat.st_dev, stat.st_ino
+
+
+def skipped_files(input_path: Path) -> list[tuple[Path, str]]:
+    """Visible entries of an input folder that are not restored, with the reason (nothing is skipped silently)."""
+    from gpen_fewshot.data.io import IMAGE_EXTENSIONS
+
+    if not input_path.is_dir():
+        return []
+    skipped = []
+    for path in sorted(p for p in input_path.iterdir() if not p.name.startswith(".")):
+        if path.is_symlink() and not path.exists():
+            skipped.append((path, "broken symbolic link"))
+        elif path.is_dir():
+            skipped.append((path, "sub-folder (folders are not searched recursively)"))
+        elif path.suffix.lower() not in IMAGE_EXTENSIONS:
+            what = f"unsupported format {path.suffix!r}" if path.suffix else "no image extension"
+            skipped.append((path, f"{what} (supported: {', '.join(IMAGE_EXTENSIONS)})"))
+    return skipped
 
 
 def resolve_device(name: str, fp16: bool) -> tuple[torch.device, bool]:
@@ -196,21 +258,31 @@ def _default_base(persons: list):
 
 
 def _restore_all(restorer, pairs: list[tuple[Path, Path]], args: argparse.Namespace) -> int:
-    """Restore every pair; returns the number of failed inputs."""
+    """Restore every pair; returns the number of failed inputs.
+
+    Raises:
+        Interrupted: Ctrl-C; carries how many outputs were written (each one atomically, so none is partial).
+    """
     from tqdm.auto import tqdm
 
-    failures = 0
-    for source, target in tqdm(pairs, desc="restoring", unit="photo", disable=len(pairs) < 2 or args.quiet):
-        try:
-            result = restorer.restore_file(source, target, save_faces=args.save_faces)
-        except Exception as err:  # one bad input must not stop a batch: report it in one line, go on
-            tqdm.write(f"{source}: {_one_line(err, source)}", file=sys.stderr)
-            failures += 1
-            continue
-        if not args.quiet:
-            for record in result.faces:
-                tqdm.write(f"{source.name}: {record.summary()}")
-            tqdm.write(f"{source.name}: wrote {target}")
+    failures = written = 0
+    try:
+        for source, target in tqdm(pairs, desc="restoring", unit="photo", disable=len(pairs) < 2 or args.quiet):
+            try:
+                result = restorer.restore_file(source, target, save_faces=args.save_faces)
+            except Exception as err:  # one bad input must not stop a batch: report it in one line, go on
+                if args.debug:
+                    raise
+                tqdm.write(f"{source}: {_one_line(err, source)}", file=sys.stderr)
+                failures += 1
+                continue
+            written += 1
+            if not args.quiet:
+                for record in result.faces:
+                    tqdm.write(f"{source.name}: {record.summary()}")
+                tqdm.write(f"{source.name}: wrote {target}")
+    except KeyboardInterrupt:
+        raise Interrupted(written) from None
     return failures
 
 
@@ -221,7 +293,7 @@ def _one_line(err: Exception, source: Path) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point; returns the exit code (0 ok, 1 some inputs failed, 2 could not start)."""
+    """Entry point; returns the exit code (0 ok, 1 some inputs failed, 2 could not start, 130 interrupted)."""
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
@@ -229,17 +301,39 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--strength must be in [0, 1], got {args.strength}")
     if args.scale < 1 or args.batch_size < 1:
         parser.error("--scale and --batch-size must be >= 1")
+    pairs: list[tuple[Path, Path]] = []
     try:
-        pairs = plan_outputs(args.input or default_input(), args.output)
+        return _run(args, pairs)
+    except KeyboardInterrupt:  # before the batch started (loading models): nothing was written
+        written = 0
+    except Interrupted as stop:
+        written = stop.written
+    print(f"\ninterrupted: {written} of {len(pairs)} written", file=sys.stderr)
+    return EXIT_INTERRUPTED
+
+
+def _run(args: argparse.Namespace, pairs: list[tuple[Path, Path]]) -> int:
+    """Plan (filling ``pairs``), load the models, restore; returns the exit code."""
+    input_path = args.input or default_input()
+    try:
+        pairs.extend(plan_outputs(input_path, args.output))
+        if not args.overwrite:
+            refuse_overwriting_inputs(pairs)
         device, fp16 = resolve_device(args.device, args.fp16)
         restorer, failures = build_restorer(args, device, fp16)
     except (FileNotFoundError, ValueError, RuntimeError) as err:
+        if args.debug:
+            raise
         print(f"error: {str(err).splitlines()[0]}", file=sys.stderr)
         return EXIT_SETUP
+    skipped = skipped_files(input_path)
+    for path, reason in skipped:
+        print(f"skipped {shlex.quote(str(path))}: {reason}", file=sys.stderr)
     file_failures = _restore_all(restorer, pairs, args)
     failures += file_failures
     print(f"restored {len(pairs) - file_failures} of {len(pairs)} photo(s)"
-          + (f"; {failures} failure(s)" if failures else ""))
+          + (f"; {failures} failure(s)" if failures else "")
+          + (f"; {len(skipped)} file(s) skipped (listed above)" if skipped else ""))
     return EXIT_FAILURES if failures else EXIT_OK
 
 

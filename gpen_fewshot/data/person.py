@@ -50,7 +50,8 @@ __all__ = [
     "validate_person_name",
 ]
 
-PREPARE_VERSION = 2  # bump when decisions or crops would change for the same inputs and settings
+PREPARE_VERSION = 3  # bump when decisions or crops would change for the same inputs and settings
+# (3: photos over photo_vetting.MAX_PHOTO_PIXELS are downscaled before detection)
 ENV_PERSONS_DIR = "GPEN_FEWSHOT_PERSONS_DIR"
 _NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,99}")
 

@@ -47,6 +47,9 @@ from gpen_fewshot.faces.quality import (
 REJECTIONS = ("unreadable", "no_face", "too_small", "blurred", "duplicate")
 MAX_CANDIDATES = 5  # faces of a group photo compared by identity (largest first)
 THUMBNAIL_SIDE = 200
+# Photos are vetted and cropped from at most this many pixels (larger JPEGs are decoded at reduced scale):
+# far more than any face crop needs, and it keeps a 200-megapixel phone photo within a few hundred MB.
+MAX_PHOTO_PIXELS = 40_000_000
 SAME_PERSON_THRESHOLD = 0.6  # dlib's convention; used only if the identity module cannot be imported
 _BUFFER_REPR = re.compile(r" ?<_io\.BytesIO object at 0x[0-9a-fA-F]+>")
 
@@ -183,7 +186,7 @@ def load_photo(path: Path, detector: FaceDetector, settings: VettingSettings, se
         return photo
     seen[photo.sha256] = path.name
     try:
-        image = read_image(path)
+        image = read_image(path, max_pixels=MAX_PHOTO_PIXELS)
     except ImageReadError as err:
         # Pillow names its in-memory buffer ("<_io.BytesIO object at 0x...>"): noise for the user.
         photo.reject("unreadable", _BUFFER_REPR.sub("", str(err).removeprefix(f"{path}: ")))

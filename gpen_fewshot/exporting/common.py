@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import logging
 import os
 from pathlib import Path
 
@@ -18,6 +19,8 @@ ENV_PERSONS_DIR = "GPEN_FEWSHOT_PERSONS_DIR"  # read by gpen_fewshot.data.person
 EMBEDDING_DIM = 128
 MODES = ("delta", "full")
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16}
+
+log = logging.getLogger(__name__)
 
 
 class ExportError(ValueError):
@@ -93,6 +96,32 @@ def default_export_dir(person_name: str, root: str | os.PathLike | None = None) 
     return Path(root if root is not None else persons_dir()) / validate_person_name(person_name) / "weights"
 
 
+OLD_PREFIX = ".{name}.old."  # where _replace_dir moves the previous export while it renames the new one in
+
+
+def recover_export_dir(target: Path) -> bool:
+    """Put back the previous export when a replacement was killed between its two renames.
+
+    Returns:
+        True when ``target`` was missing and a complete export was moved back from ``.<name>.old.<pid>``.
+    """
+    if target.exists() or not target.parent.is_dir():
+        return False
+    prefix = OLD_PREFIX.format(name=target.name)
+    aside = [p for p in target.parent.iterdir() if p.name.startswith(prefix) and p.is_dir()
+             and (p / CONFIG_FILE).is_file() and (p / WEIGHTS_FILE).is_file()]
+    if not aside:
+        return False
+    newest = max(aside, key=lambda p: p.stat().st_mtime_ns)
+    try:
+        os.replace(newest, target)
+    except OSError:  # another process recovered it first, or the folder is read-only: loading reports it
+        return target.exists()
+    log.warning("%s: restored the previous export from %s (an earlier replacement was interrupted)", target,
+                newest.name)
+    return True
+
+
 def find_export_dir(name_or_path: str | os.PathLike, root: str | os.PathLike | None = None) -> Path:
     """Export directory for a person name or a path (the export itself or a person folder with ``weights/``).
 
@@ -100,6 +129,8 @@ def find_export_dir(name_or_path: str | os.PathLike, root: str | os.PathLike | N
         ExportError: nothing exported there; the message names the place that was searched.
     """
     path = Path(name_or_path).expanduser()
+    recover_export_dir(path)
+    recover_export_dir(path / "weights")
     looks_like_path = path.exists() or os.sep in str(name_or_path) or str(name_or_path).startswith(".")
     if looks_like_path:
         for candidate in (path, path / "weights"):
@@ -111,6 +142,7 @@ def find_export_dir(name_or_path: str | os.PathLike, root: str | os.PathLike | N
         folder = default_export_dir(str(name_or_path), root)
     except ValueError as err:
         raise ExportError(str(err)) from None
+    recover_export_dir(folder)
     if not (folder / CONFIG_FILE).is_file():
         raise ExportError(f"person {str(name_or_path)!r}: no exported weights in {folder} (train them with "
                           f"`python train.py person={name_or_path}`, or pass the export directory's path)")

@@ -139,11 +139,50 @@ def _generator_config(config: dict, source: Path) -> GeneratorConfig:
                           f"({FORMAT_VERSION}); upgrade gpen-fewshot")
     if config.get("mode") not in MODES:
         raise ExportError(f"{source}: unknown mode {config.get('mode')!r}")
-    fields = {k: tuple(v) if isinstance(v, list) else v for k, v in (config.get("generator") or {}).items()}
+    generator = config.get("generator")
+    if not isinstance(generator, dict):
+        raise ExportError(f"{source}: 'generator' must be an object of architecture fields, got {generator!r}")
+    fields = {k: tuple(v) if isinstance(v, list) else v for k, v in generator.items()}
     try:
-        return GeneratorConfig(**fields)
+        parsed = GeneratorConfig(**fields)
     except TypeError as err:
         raise ExportError(f"{source}: invalid generator architecture ({err})") from None
+    problem = _value_problem(parsed) or _template_problem(config.get("template", "gpen"))
+    if problem:
+        raise ExportError(f"{source}: {problem}")
+    return parsed
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _value_problem(config: GeneratorConfig) -> str | None:
+    """What is wrong with a parsed architecture's values (valid JSON can still say ``"size": "big"``)."""
+    size = config.size
+    if not isinstance(size, int) or isinstance(size, bool) or size < 16 or size & (size - 1):
+        return f"generator size {size!r} must be a power of two >= 16 (e.g. 256, 512)"
+    for name in ("style_dim", "n_mlp"):
+        value = getattr(config, name)
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            return f"generator {name} {value!r} must be an integer >= 1"
+    for name in ("channel_multiplier", "narrow", "lr_mlp"):
+        value = getattr(config, name)
+        if not _is_number(value) or value <= 0:
+            return f"generator {name} {value!r} must be a number > 0"
+    if not config.blur_kernel or not all(_is_number(v) for v in config.blur_kernel):
+        return f"generator blur_kernel {config.blur_kernel!r} must be a list of numbers"
+    if not isinstance(config.isconcat, bool):
+        return f"generator isconcat {config.isconcat!r} must be true or false"
+    return None
+
+
+def _template_problem(template: object) -> str | None:
+    from gpen_fewshot.faces.alignment import TEMPLATES
+
+    if not isinstance(template, str) or template not in TEMPLATES:
+        return f"template {template!r} must be one of {sorted(TEMPLATES)}"
+    return None
 
 
 def _expected_shapes(config: GeneratorConfig) -> dict[str, tuple[int, ...]]:

@@ -27,11 +27,13 @@ from gpen_fewshot.exporting.common import (
     MODES,
     PERSON_FILE,
     WEIGHTS_FILE,
+    OLD_PREFIX,
     ExportError,
     PersonMetadata,
     package_version,
+    recover_export_dir,
 )
-from gpen_fewshot.utils.atomic import atomic_write_json
+from gpen_fewshot.utils.atomic import apply_umask, atomic_write_json
 
 log = logging.getLogger(__name__)
 
@@ -240,6 +242,7 @@ def _write_export(out_dir: Path, config: dict, tensors: dict[str, Tensor], perso
         atomic_write_json(tmp / CONFIG_FILE, config)
         if person is not None:
             atomic_write_json(tmp / PERSON_FILE, person)
+        apply_umask(tmp)
         _replace_dir(tmp, out_dir)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -265,6 +268,7 @@ def copy_export(source: str | os.PathLike, out_dir: str | os.PathLike) -> Path:
         for file in source.iterdir():
             if file.is_file():
                 shutil.copy2(file, tmp / file.name)
+        apply_umask(tmp)
         _replace_dir(tmp, out_dir)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -273,10 +277,15 @@ def copy_export(source: str | os.PathLike, out_dir: str | os.PathLike) -> Path:
 
 
 def _replace_dir(new: Path, target: Path) -> None:
-    """Move ``new`` to ``target``; an existing ``target`` is moved aside first and deleted afterwards."""
+    """Move ``new`` to ``target``; an existing ``target`` is moved aside first and deleted afterwards.
+
+    A kill between the two renames leaves ``target`` missing and the previous export under
+    ``.<name>.old.<pid>``: :func:`recover_export_dir` puts it back (here, and whenever an export is looked up).
+    """
+    recover_export_dir(target)
     old = None
     if target.exists():
-        old = target.with_name(f".{target.name}.old.{os.getpid()}")
+        old = target.with_name(f"{OLD_PREFIX.format(name=target.name)}{os.getpid()}")
         shutil.rmtree(old, ignore_errors=True)
         os.replace(target, old)
     try:

@@ -12,7 +12,7 @@ import cv2
 import numpy as np
 import torch
 
-from gpen_fewshot.data.io import read_image, write_image
+from gpen_fewshot.data.io import read_image_layers, write_image, write_image_layers
 from gpen_fewshot.export import ExportError, PersonWeights, load_person
 from gpen_fewshot.faces.identity import SAME_PERSON_THRESHOLD
 from gpen_fewshot.faces.paste import FacePaste, PasteConfig, paste_faces
@@ -201,12 +201,17 @@ class Restorer:
                      save_faces: bool = False, sidecar: bool = True) -> RestoreResult:
         """Read, restore and write one photo (plus the JSON sidecar ``<output>.json`` and optional face pairs).
 
+        The input's alpha channel and 16-bit depth are put back (``data.io.write_image_layers``); an output
+        format that cannot hold them is logged as a warning.
+
         Raises:
             ImageReadError: unreadable input. NoFaceError: no face found.
         """
         output_path = Path(output_path)
-        result = self.restore(read_image(input_path))
-        write_image(output_path, result.image)
+        layers = read_image_layers(input_path)
+        result = self.restore(layers.rgb)
+        for note in write_image_layers(output_path, result.image, layers):
+            log.warning(note)
         if sidecar:
             atomic_write_json(sidecar_path(output_path), {"input": str(input_path), "output": str(output_path),
                                                           **result.to_dict()})

@@ -74,6 +74,7 @@ class IterationCheckpoint(Callback):
         self.best_score: float | None = None
         self.best_iteration: int | None = None
         self._last_saved: int | None = None
+        self._progressed = False  # an iteration finished in this process (not only a restored checkpoint)
 
     @property
     def last_path(self) -> Path:
@@ -102,6 +103,7 @@ class IterationCheckpoint(Callback):
 
     def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, *args: Any) -> None:
         """Periodic ``last.ckpt``."""
+        self._progressed = True
         if self.every_n_iters and _iteration(pl_module) % self.every_n_iters == 0:
             self._save_last(trainer, pl_module)
 
@@ -125,11 +127,14 @@ class IterationCheckpoint(Callback):
             save_checkpoint_atomic(trainer, self.best_path)
 
     def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException) -> None:
-        """Save ``last.ckpt`` on SIGTERM / Ctrl-C / errors, unless the interruption hit mid-iteration.
+        """Save ``last.ckpt`` on SIGTERM / Ctrl-C / errors, unless the interruption hit mid-iteration or before
+        any iteration of this process finished (the module may hold a half-restored checkpoint).
 
         Written by rank 0 alone without a barrier: other ranks may already be gone.
         """
         if not trainer.is_global_zero:
+            return
+        if not self._progressed:  # a failed start (e.g. a checkpoint that does not fit) must not write one
             return
         if getattr(pl_module, "in_iteration", False):
             log.warning("interrupted inside an iteration: keeping the previous checkpoint (%s)", self.last_path)
@@ -151,6 +156,25 @@ class IterationCheckpoint(Callback):
         self.best_score = state_dict.get("best_score")
         self.best_iteration = state_dict.get("best_iteration")
         self._last_saved = state_dict.get("last_saved")
+
+
+class RunRecord(Callback):
+    """Write into every checkpoint a record of what it holds (iteration, optimiser steps, training recipe),
+    which :func:`gpen_fewshot.training.resume.check_resume_checkpoint` verifies before a resume.
+
+    Args:
+        recipe: the run's training recipe as plain containers (``run.hashable_config``).
+    """
+
+    def __init__(self, recipe: dict[str, Any]) -> None:
+        self.recipe = recipe
+
+    def on_save_checkpoint(self, trainer: pl.Trainer, pl_module: pl.LightningModule,
+                           checkpoint: dict[str, Any]) -> None:
+        from gpen_fewshot.training.resume import RECORD_KEY, contents_record
+
+        # the module's own entry (its iteration) is added after the callbacks': ask the module directly
+        checkpoint[RECORD_KEY] = contents_record(_iteration(pl_module), checkpoint, self.recipe)
 
 
 class SampleGrid(Callback):

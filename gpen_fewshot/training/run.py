@@ -23,7 +23,15 @@ from gpen_fewshot.data.datamodule import PersonDataModule
 from gpen_fewshot.training.config import RunConfig
 from gpen_fewshot.training.export import config_hash, export_run, register_person_export
 from gpen_fewshot.training.module import GPENFewShotModule
-from gpen_fewshot.training.resume import find_resume_checkpoint
+from gpen_fewshot.training.reporting import RegistrationError, check_registrable, export_lines, vetting_summary
+from gpen_fewshot.training.callbacks import RunRecord
+from gpen_fewshot.training.checks import ConfigValueError, check_config_values
+from gpen_fewshot.training.resume import (
+    ResumeMismatchError,
+    check_resume_checkpoint,
+    find_resume_checkpoint,
+    resume_command,
+)
 
 log = logging.getLogger(__name__)
 
@@ -46,9 +54,9 @@ def build_module(cfg: DictConfig) -> GPENFewShotModule:
 
 
 def build_trainer(cfg: DictConfig) -> pl.Trainer:
-    """Trainer with the configured callbacks and loggers."""
-    return instantiate(cfg.trainer, callbacks=_instantiate_all(cfg.get("callbacks")),
-                       logger=_instantiate_all(cfg.get("logger")) or False)
+    """Trainer with the configured callbacks and loggers (and a record of the recipe in every checkpoint)."""
+    callbacks = [*_instantiate_all(cfg.get("callbacks")), RunRecord(hashable_config(cfg))]
+    return instantiate(cfg.trainer, callbacks=callbacks, logger=_instantiate_all(cfg.get("logger")) or False)
 
 
 # The training recipe, hashed into the export's person.json: what was trained and how, not where things are
@@ -68,7 +76,10 @@ def hashable_config(cfg: DictConfig) -> dict[str, Any]:
 
 @rank_zero_only
 def _export(module: GPENFewShotModule, cfg: DictConfig, datamodule: Any, metrics: dict[str, float]) -> Path:
-    """Write ``<run dir>/export`` (a person export for person data) and register a person export."""
+    """Write ``<run dir>/export`` (a person export for person data) and register a person export.
+
+    The export's path is printed even when the registration fails (the error is raised after it).
+    """
     options = cfg.get("export") or {}
     prepared = datamodule.prepared if isinstance(datamodule, PersonDataModule) else None
     person = str(cfg.person) if prepared is not None else None
@@ -78,31 +89,38 @@ def _export(module: GPENFewShotModule, cfg: DictConfig, datamodule: Any, metrics
         train_crops=prepared.train_crops if prepared is not None else (),
         metrics={k.removeprefix("val/"): v for k, v in metrics.items() if k.startswith("val/")},
         config_digest=config_hash(hashable_config(cfg)), dtype=str(options.get("dtype", "fp32")))
-    registered = None
+    registered, failure = None, None
     if person is not None and options.get("register", True):
-        registered = register_person_export(path, person, cfg.paths.persons_dir)
-    _print_export(path, registered, person, module.iteration, Path(cfg.paths.persons_dir))
+        try:
+            registered = register_person_export(path, person, cfg.paths.persons_dir)
+        except OSError as error:
+            failure = RegistrationError(f"could not register the export: {error}")
+    print(export_lines(path, registered, person, module.iteration, _persons_dir_option(cfg),
+                       str(failure) if failure else None))
+    if failure is not None:
+        raise failure
     return path
 
 
-def _print_export(path: Path, registered: Path | None, person: str | None, iteration: int,
-                  persons_dir: Path) -> None:
-    if person is None:
-        print(f"\nExported the model (EMA generator, iteration {iteration}):\n  {path}\n"
-              f"  (a prior for few-shot runs: model.generator_weights={path})")
-        return
-    lines = [f"\nExported the model of person {person!r} (EMA generator, iteration {iteration}):",
-             f"  run export: {path}"]
-    if registered is None:
-        lines.append("  not registered (export.register=false); use it with: "
-                     f"python restore.py -i photo.jpg -o out.png --weights {path}")
-    else:
-        from gpen_fewshot.export import persons_dir as default_persons_dir
+def _persons_dir_option(cfg: DictConfig) -> Path | None:
+    """``--persons-dir`` for the printed restore command, or None when restore.py finds the folder itself."""
+    from gpen_fewshot.export import persons_dir as default_persons_dir
 
-        where = "" if persons_dir.resolve() == default_persons_dir().resolve() else f" --persons-dir {persons_dir}"
-        lines.append(f"  registered: {registered}  (python restore.py -i photo.jpg -o out.png --person "
-                     f"{person}{where})")
-    print("\n".join(lines))
+    configured = Path(cfg.paths.persons_dir)
+    return None if configured.resolve() == default_persons_dir().resolve() else configured
+
+
+def _before_person_run(cfg: DictConfig, datamodule: Any) -> None:
+    """Person runs: fail now if the export could not be registered; show which photos are used (rank 0)."""
+    if not isinstance(datamodule, PersonDataModule):
+        return
+    if (cfg.get("export") or {}).get("register", True):
+        from gpen_fewshot.export import default_export_dir
+
+        check_registrable(default_export_dir(str(cfg.person), cfg.paths.persons_dir))
+    if rank_zero_only.rank == 0:
+        prepared = datamodule.prepared
+        print(vetting_summary(str(cfg.person), prepared.records, prepared.manifest_path))
 
 
 def _finish_loggers(trainer: pl.Trainer) -> None:
@@ -126,13 +144,16 @@ def train(cfg: DictConfig) -> dict[str, float]:
     output_dir = Path(cfg.paths.output_dir)
     ckpt = find_resume_checkpoint(cfg.get("ckpt_path"), cfg.get("resume", False),
                                   Path(cfg.paths.person_runs_dir), output_dir)
+    module = build_module(cfg)
+    if ckpt is not None:  # a checkpoint that cannot continue this config stops the run before anything is written
+        check_resume_checkpoint(ckpt, module.state_dict(), hashable_config(cfg))
     if rank_zero_only.rank == 0:
         log.info("person %r (%s); run directory %s", cfg.person, cfg.person_dir, output_dir)
         if ckpt is not None:
             log.info("resuming from %s", ckpt)
         os.makedirs(output_dir, exist_ok=True)
     datamodule = instantiate(cfg.data)
-    module = build_module(cfg)
+    _before_person_run(cfg, datamodule)
     trainer = build_trainer(cfg)
     if ckpt is None and cfg.get("validate_before_training", True):
         trainer.validate(module, datamodule=datamodule, verbose=False)
@@ -150,9 +171,14 @@ def train(cfg: DictConfig) -> dict[str, float]:
     if finished:
         _export(module, cfg, datamodule, metrics)
     elif rank_zero_only.rank == 0:
-        log.warning("stopped at iteration %d of %d; continue with: python train.py person=%s resume=%s",
-                    module.iteration, module.run_config.total_iters, cfg.person, output_dir)
+        log.warning("stopped at iteration %d of %d; continue with: %s", module.iteration,
+                    module.run_config.total_iters, resume_command(output_dir, _script_name()))
     return metrics
+
+
+def _script_name() -> str:
+    """The training script as it was started (``train.py`` when run in-process, e.g. from tests)."""
+    return sys.argv[0] if sys.argv and sys.argv[0].endswith(".py") else "train.py"
 
 
 def metric_value(metrics: dict[str, float], name: str | None) -> float | None:
@@ -192,7 +218,8 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     from gpen_fewshot.weights import ChecksumMismatchError
 
     errors: list[type[BaseException]] = [FileNotFoundError, CheckpointError, ChecksumMismatchError,
-                                         InvalidPersonError]
+                                         InvalidPersonError, ResumeMismatchError, RegistrationError,
+                                         ConfigValueError]
     try:
         from gpen_fewshot.data.person import NotEnoughPhotosError
     except ImportError:  # the face pipeline is optional for synthetic-data runs
@@ -213,6 +240,7 @@ def main_task(cfg: DictConfig) -> float | None:
         print_config(cfg)
     try:
         _validate_person(str(cfg.person))
+        check_config_values(cfg)
         metrics = train(cfg)
     except _user_errors() as error:
         if os.environ.get("HYDRA_FULL_ERROR") == "1":

@@ -46,6 +46,18 @@ def atomic_open(path: str | os.PathLike, mode: str = "wb") -> Iterator[IO]:
         raise
 
 
+def apply_umask(folder: str | os.PathLike) -> None:
+    """Give ``folder`` and the files directly inside it the permissions ``mkdir`` / ``open`` would have
+    given (``tempfile.mkdtemp`` makes 0700 folders, safetensors writes 0600 files): for a temporary folder
+    about to be renamed into place, so the result is readable like every other file the user makes."""
+    mask = _current_umask()
+    folder = Path(folder)
+    os.chmod(folder, 0o777 & ~mask)
+    for item in folder.iterdir():
+        if item.is_file() and not item.is_symlink():
+            os.chmod(item, 0o666 & ~mask)
+
+
 def _current_umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
