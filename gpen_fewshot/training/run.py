@@ -20,12 +20,17 @@ from pytorch_lightning.loggers import WandbLogger
 from pytorch_lightning.utilities import rank_zero_only
 
 from gpen_fewshot.data.datamodule import PersonDataModule
+from gpen_fewshot.training.callbacks import RunRecord
+from gpen_fewshot.training.checks import ConfigValueError, check_config_values
 from gpen_fewshot.training.config import RunConfig
 from gpen_fewshot.training.export import config_hash, export_run, register_person_export
 from gpen_fewshot.training.module import GPENFewShotModule
-from gpen_fewshot.training.reporting import RegistrationError, check_registrable, export_lines, vetting_summary
-from gpen_fewshot.training.callbacks import RunRecord
-from gpen_fewshot.training.checks import ConfigValueError, check_config_values
+from gpen_fewshot.training.reporting import (
+    RegistrationError,
+    check_registrable,
+    export_lines,
+    vetting_summary,
+)
 from gpen_fewshot.training.resume import (
     ResumeMismatchError,
     check_resume_checkpoint,

@@ -15,7 +15,6 @@ import pytest
 import pytorch_lightning as pl
 import torch
 from hydra.utils import instantiate
-from omegaconf import open_dict
 
 from gpen_fewshot.training.resume import ResumeMismatchError, check_resume_checkpoint, resume_command
 from gpen_fewshot.training.run import build_module, build_trainer, hashable_config, main_task, train
