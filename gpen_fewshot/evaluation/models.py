@@ -54,6 +54,8 @@ class ModelSpec:
         run_dir: the training run directory the model comes from, if any.
         sweep: name of the multirun directory it belongs to, if any.
         overrides: the sweep's command-line overrides of its run.
+        identity_loss: the identity network a loss term of its training read (from the export's person.json or
+            the run's config), None when none did or it is unknown.
     """
 
     name: str
@@ -65,6 +67,7 @@ class ModelSpec:
     run_dir: Path | None = None
     sweep: str | None = None
     overrides: tuple[str, ...] = ()
+    identity_loss: str | None = None
 
 
 # ------------------------------------------------------------------------------------------ small readers
@@ -140,6 +143,24 @@ def _recorded_template_and_base(run_dir: Path | None, export: Path | None) -> tu
     return template, base
 
 
+# Identity terms that read the identity network, and the network of configs written before it was selectable.
+_IDENTITY_TERMS = ("identity", "identity_reference", "face_perceptual")
+_LEGACY_IDENTITY_NETWORK = "irse50"
+
+
+def recorded_identity_loss(run_dir: Path | None, export: Path | None) -> str | None:
+    """The identity network the model's training had in its loss: ``person.json``'s record, else the run's
+    ``loss`` config (a network only when one of the identity terms is non-zero); None when none or unknown."""
+    if export is not None and (export / "person.json").is_file():
+        recorded = _read_json(export / "person.json").get("identity_loss")
+        if isinstance(recorded, str):
+            return recorded
+    loss = (run_config(run_dir).get("loss") or {}) if run_dir is not None else {}
+    if not any(isinstance(loss.get(t), (int, float)) and loss.get(t) for t in _IDENTITY_TERMS):
+        return None
+    return _plain(loss.get("identity_network", _LEGACY_IDENTITY_NETWORK))
+
+
 def _run_spec(run_dir: Path, select: str, sweep: str | None = None) -> ModelSpec:
     export = run_dir / "export"
     found = is_export_dir(export)
@@ -149,13 +170,14 @@ def _run_spec(run_dir: Path, select: str, sweep: str | None = None) -> ModelSpec
         overrides = tuple(str(o) for o in (_read_yaml(overrides_file) or []))
     name = f"{sweep}/{run_dir.name}" if sweep else run_dir.name
     template, base = _recorded_template_and_base(run_dir, export if found else None)
+    identity = recorded_identity_loss(run_dir, export if found else None)
     if select == "export" and found:
-        return ModelSpec(name, "tuned", str(export), "export", template, base, run_dir, sweep, overrides)
+        return ModelSpec(name, "tuned", str(export), "export", template, base, run_dir, sweep, overrides, identity)
     stem = "best" if select == "best" else "last"  # no export yet: the latest weights
     ckpt = run_dir / "checkpoints" / f"{stem}.ckpt"
     if ckpt.is_file():
         return ModelSpec(f"{name}/{stem}" if select != "export" else name, "tuned", str(ckpt), "checkpoint",
-                         template, base, run_dir, sweep, overrides)
+                         template, base, run_dir, sweep, overrides, identity)
     wanted = "export/ or checkpoints/last.ckpt" if select == "export" else f"checkpoints/{select}.ckpt"
     raise ModelSpecError(f"{run_dir}: training run without {wanted} (did it finish?)")
 
@@ -164,12 +186,15 @@ def _path_specs(path: Path, select: str) -> list[ModelSpec]:
     if path.is_file():
         run_dir = path.parent.parent if path.parent.name == "checkpoints" else None
         template, base = _recorded_template_and_base(run_dir, run_dir / "export" if run_dir else None)
-        return [ModelSpec(_display_name(path), "tuned", str(path), "checkpoint", template, base, run_dir)]
+        identity = recorded_identity_loss(run_dir, None)
+        return [ModelSpec(_display_name(path), "tuned", str(path), "checkpoint", template, base, run_dir,
+                          identity_loss=identity)]
     for folder in (path, path / "weights"):
         if is_export_dir(folder):
             run_dir = folder.parent if folder.name == "export" and is_run_dir(folder.parent) else None
             template, base = _recorded_template_and_base(run_dir, folder)
-            return [ModelSpec(_display_name(folder), "tuned", str(folder), "export", template, base, run_dir)]
+            return [ModelSpec(_display_name(folder), "tuned", str(folder), "export", template, base, run_dir,
+                              identity_loss=recorded_identity_loss(run_dir, folder))]
     if is_run_dir(path):
         return [_run_spec(path, select)]
     runs = sweep_runs(path)

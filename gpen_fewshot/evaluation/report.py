@@ -12,7 +12,7 @@ import io
 import json
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -61,6 +61,16 @@ METRICS: dict[str, MetricInfo] = {
     "num_images": MetricInfo("n images", None, 0),
 }
 SUMMARY_METRICS = ("psnr", "ssim", "lpips", "fid", "niqe", "id_distance_gt", "id_distance_ref", "id_verified_ref")
+# The network behind each identity metric: a model trained with that network's identity loss optimised it.
+_METRIC_NETWORKS = {"id_": "dlib", "mfn_": "mobilefacenet"}
+TRAINED_ON_MARK = "†"
+
+
+def metric_network(metric: str) -> str | None:
+    """The identity network a metric is computed with (``"dlib"``, ``"mobilefacenet"``), None for others."""
+    return next((net for prefix, net in _METRIC_NETWORKS.items() if metric.startswith(prefix)), None)
+
+
 # On other people, closeness to the *evaluated person's* reference is what must NOT grow.
 _OTHERS_FLIPPED = ("id_distance_ref", "id_similarity_ref", "id_verified_ref", "mfn_similarity_ref",
                    "mfn_verified_ref")
@@ -158,6 +168,7 @@ class TableContext:
     candidates: tuple[str, ...]
     base_of: Mapping[str, str | None]
     levels: tuple[str, ...]
+    trained_on: Mapping[str, str | None] = field(default_factory=dict)  # model -> its identity-loss network
 
 
 def context_from_models(models: Sequence[Mapping[str, Any]], levels: Sequence[str]) -> TableContext:
@@ -165,7 +176,8 @@ def context_from_models(models: Sequence[Mapping[str, Any]], levels: Sequence[st
     names = [m["name"] for m in models if m["role"] != "input"]
     base = next((m["name"] for m in models if m["role"] == "base"), None)
     base_of = {m["name"]: (base if m["role"] == "tuned" else None) for m in models}
-    return TableContext(tuple(names), base_of, tuple(levels))
+    trained_on = {m["name"]: m.get("identity_loss") for m in models}
+    return TableContext(tuple(names), base_of, tuple(levels), trained_on)
 
 
 def level_table(table: Mapping[str, Mapping[str, Mapping[str, MetricValue]]], rows: Sequence[str], level: str,
@@ -183,7 +195,9 @@ def level_table(table: Mapping[str, Mapping[str, Mapping[str, MetricValue]]], ro
             value = _value(table, model, level, metric, ctx.levels)
             base = ctx.base_of.get(model)
             diff = delta(value, _value(table, base, level, metric, ctx.levels), metric) if base else None
-            cells.append(format_cell(value, metric, model in best[metric], diff))
+            cell = format_cell(value, metric, model in best[metric], diff)
+            trained = metric_network(metric) is not None and metric_network(metric) == ctx.trained_on.get(model)
+            cells.append(f"{cell} {TRAINED_ON_MARK}" if trained else cell)
         lines.append(f"| {model} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -429,12 +443,17 @@ _SET_TITLES = {"person": "Held-out photos of {person}", "others": "Specificity: 
 
 
 def _models_table(models: Sequence[Mapping[str, Any]]) -> list[str]:
-    lines = ["| model | role | size | template | parameters | source | base | sweep overrides |",
-             "|---|---|---|---|---|---|---|---|"]
+    lines = ["| model | role | size | template | parameters | source | base | identity loss | sweep overrides |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for m in models:
         params = f"{m['parameters'] / 1e6:.2f} M" if m["parameters"] else ""
+        identity = m.get("identity_loss") or ("none" if m["role"] != "input" else "")
         lines.append(f"| {m['name']} | {m['role']} | {m['size']} | {m['template']} | {params} | `{m['source']}` | "
-                     f"{m['base'] or ''} | {' '.join(m['overrides'])} |")
+                     f"{m['base'] or ''} | {identity} | {' '.join(m['overrides'])} |")
+    if any(m.get("identity_loss") for m in models):
+        lines += ["", f"{TRAINED_ON_MARK} = trained on this metric: the model's training loss read the same identity "
+                  "network (optimising a metric inflates it); judge its identity by the other network's columns "
+                  "(ID = dlib, MFN = MobileFaceNet)."]
     return lines
 
 

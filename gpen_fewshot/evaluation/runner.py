@@ -89,6 +89,7 @@ class ModelInfo:
     sweep: str | None = None
     overrides: tuple[str, ...] = ()
     parameters: int = 0
+    identity_loss: str | None = None  # the identity network its training's loss read (its metric is inflated)
 
 
 @dataclass
@@ -243,7 +244,7 @@ class Evaluator:
         size, template = int(generator.config.size), spec.template or self.options.template
         sets = self.sets_for(size, template)
         info = ModelInfo(spec.name, spec.role, spec.source, size, template, spec.base, spec.sweep, spec.overrides,
-                         sum(p.numel() for p in generator.parameters()))
+                         sum(p.numel() for p in generator.parameters()), spec.identity_loss)
         restored = [restore_images(generator, s.lq, self.options.batch_size, self.device,
                                    desc=f"{spec.name} [{s.name}]", progress=self.progress) for s in sets]
         del generator

@@ -42,6 +42,9 @@ class PersonMetadata:
         metrics: final validation metrics.
         package_version: gpen-fewshot version that wrote the export.
         created: ISO 8601 UTC creation time.
+        identity_loss: the identity network a loss term of the training read (``"mobilefacenet"``,
+            ``"irse50"``), None when no term did (and in exports written before this was recorded). Reports mark
+            that network's identity metric as trained on.
     """
 
     name: str
@@ -53,6 +56,7 @@ class PersonMetadata:
     metrics: dict[str, float]
     package_version: str
     created: str
+    identity_loss: str | None = None
 
     @property
     def embedding(self) -> np.ndarray | None:
@@ -76,9 +80,16 @@ class PersonMetadata:
                 reference_embedding=embedding,
                 metrics={str(k): float(v) for k, v in (data.get("metrics") or {}).items()},
                 package_version=str(data.get("package_version", "unknown")), created=str(data.get("created", "")),
+                identity_loss=_optional_str(data.get("identity_loss")),
             )
         except (KeyError, TypeError, ValueError) as err:
             raise ExportError(f"{source}: invalid person metadata ({err})") from None
+
+
+def _optional_str(value: object) -> str | None:
+    if value is not None and not isinstance(value, str):
+        raise TypeError(f"expected a string or null, got {value!r}")
+    return value
 
 
 def persons_dir() -> Path:

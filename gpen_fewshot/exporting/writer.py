@@ -53,6 +53,7 @@ def export_person(
     reference_embedding: np.ndarray | Iterable[float] | None,
     mode: str = "delta",
     dtype: str = "fp32",
+    identity_loss: str | None = None,
 ) -> Path:
     """Write a person's fine-tuned generator as an export directory (atomically replacing an old one).
 
@@ -70,6 +71,7 @@ def export_person(
         reference_embedding: the person's reference identity embedding (128,) or None.
         mode: "delta" (only what differs from the base) or "full" (self-contained).
         dtype: "fp32" or "fp16" storage.
+        identity_loss: the identity network a loss term of the training read, None when none did.
 
     Returns:
         The export directory.
@@ -94,6 +96,7 @@ def export_person(
         metrics=_plain_metrics(metrics or {}),
         package_version=package_version(),
         created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        identity_loss=identity_loss,
     )
     config = _config_dict(generator_ema, template, mode, dtype, base, len(stored), tuned)
     return _write_export(Path(out_dir), config, _to_storage(stored, dtype), dataclasses.asdict(metadata))

@@ -84,7 +84,7 @@ def reference_embedding(train_crops: Sequence[str | os.PathLike], template: str)
 def export_run(generator_ema: GPENGenerator, stages: Sequence[ResolvedStage], initial_weights: str | None,
                out_dir: str | os.PathLike, template: str, *, person: str | None = None, name: str | None = None,
                train_crops: Sequence[str | os.PathLike] = (), metrics: Mapping[str, float] | None = None,
-               config_digest: str | None = None, dtype: str = "fp32") -> Path:
+               config_digest: str | None = None, dtype: str = "fp32", identity_loss: str | None = None) -> Path:
     """Write the export of a finished run (see the module docstring for what goes where).
 
     Args:
@@ -99,6 +99,7 @@ def export_run(generator_ema: GPENGenerator, stages: Sequence[ResolvedStage], in
         metrics: final validation metrics.
         config_digest: :func:`config_hash` of the training config.
         dtype: "fp32" or "fp16" storage.
+        identity_loss: the identity network a loss term read (recorded in a person export's person.json).
 
     Returns:
         The export directory.
@@ -112,13 +113,14 @@ def export_run(generator_ema: GPENGenerator, stages: Sequence[ResolvedStage], in
     args = (person, sorted(trainable), template, dict(metrics or {}), config_digest, len(train_crops),
             reference_embedding(train_crops, template))
     try:
-        return export_person(generator_ema, base, out_dir, *args, mode=mode, dtype=dtype)
+        return export_person(generator_ema, base, out_dir, *args, mode=mode, dtype=dtype, identity_loss=identity_loss)
     except ExportError as error:
         if base is None:
             raise
         # e.g. the base is itself a delta export: still deliver the trained model, self-contained
         log.warning("exporting without a base reference (%s): %s", base, error)
-        return export_person(generator_ema, None, out_dir, *args, mode="full", dtype=dtype)
+        return export_person(generator_ema, None, out_dir, *args, mode="full", dtype=dtype,
+                             identity_loss=identity_loss)
 
 
 def register_person_export(export_dir: str | os.PathLike, person: str,

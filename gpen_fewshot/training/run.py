@@ -93,7 +93,8 @@ def _export(module: GPENFewShotModule, cfg: DictConfig, datamodule: Any, metrics
         module.run_config.template, person=person, name=str(cfg.person),
         train_crops=prepared.train_crops if prepared is not None else (),
         metrics={k.removeprefix("val/"): v for k, v in metrics.items() if k.startswith("val/")},
-        config_digest=config_hash(hashable_config(cfg)), dtype=str(options.get("dtype", "fp32")))
+        config_digest=config_hash(hashable_config(cfg)), dtype=str(options.get("dtype", "fp32")),
+        identity_loss=module.loss_config.identity_network if module.loss_config.uses_identity_network else None)
     registered, failure = None, None
     if person is not None and options.get("register", True):
         try:

@@ -98,7 +98,7 @@ def test_demo_person_through_the_real_data_pipeline(compose_train, tmp_path: Pat
 
     cfg = compose_train("experiment=smoke", "iterations=2", "val_every=2", f"data.cache_dir={tmp_path / 'prepared'}",
                         "data.val_degradations=[moderate]", "data.val_copies=1", "trainer.enable_model_summary=false",
-                        "export.register=true", shrink=False)
+                        "export.register=true", "loss.identity_reference=0.05", shrink=False)
     assert Path(cfg.person_dir) == REPO_ROOT / "data" / "demo" / "person_obama" and cfg.model.size == 32
     metrics = train(cfg)
     run_dir = Path(cfg.paths.output_dir)
@@ -111,6 +111,7 @@ def test_demo_person_through_the_real_data_pipeline(compose_train, tmp_path: Pat
     meta = weights.metadata
     assert (meta.name, meta.n_photos, meta.base_model, weights.mode) == ("obama", 3, None, "full")  # random init
     assert meta.metrics["psnr"] == pytest.approx(metrics["val/psnr"]) and len(meta.config_hash) == 64
+    assert meta.identity_loss == "mobilefacenet"  # the reference pull read MobileFaceNet: reports mark its metric
     expected = person_reference([read_image(p) for p in prepared.train_crops], IdentityEmbedder(template="gpen"))
     np.testing.assert_allclose(weights.reference_embedding, expected, atol=1e-6)
     registered = default_export_dir("obama", tmp_path / "persons")

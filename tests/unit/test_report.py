@@ -176,3 +176,26 @@ def test_comparison_grid_labels_and_resizes() -> None:
     assert grid.shape[1] == 96 and header == 20
     assert (grid[:header] < 128).any()  # some label text was drawn
     assert (grid[header:, 32:64] == 255).all()  # the 16-px image was resized to the column size
+
+
+def test_metrics_of_the_network_a_model_trained_with_are_marked_trained_on() -> None:
+    """A model whose loss read MobileFaceNet has its MFN cells marked, its dlib (ID) cells not; the models
+    table names the network and explains the mark."""
+    from gpen_fewshot.evaluation.report import TRAINED_ON_MARK, _models_table, metric_network
+
+    assert metric_network("mfn_similarity_gt") == "mobilefacenet" and metric_network("id_distance_gt") == "dlib"
+    assert metric_network("psnr") is None
+    table = {name: {"mild": {"psnr": 25.0, "id_distance_gt": 0.4, "mfn_similarity_gt": 0.8}}
+             for name in ("base", "tuned")}
+    models = [{"name": "base", "role": "base"}, {"name": "tuned", "role": "tuned", "identity_loss": "mobilefacenet"}]
+    ctx = context_from_models(models, ["mild"])
+    rows = level_table(table, ["base", "tuned"], "mild", ctx, "person").splitlines()
+    assert TRAINED_ON_MARK not in rows[2]  # base: no identity loss
+    tuned_cells = rows[3].split("|")[2:-1]
+    assert [TRAINED_ON_MARK in c for c in tuned_cells] == [False, False, True]  # psnr, ID dist, MFN sim
+    full = [{**m, "size": 256, "template": "gpen", "parameters": 0, "source": "x", "base": None, "overrides": ()}
+            for m in models]
+    text = "\n".join(_models_table(full))
+    assert "| mobilefacenet |" in text and "| none |" in text and "trained on this metric" in text
+    plain = "\n".join(_models_table([{**full[0]}]))
+    assert "trained on this metric" not in plain
