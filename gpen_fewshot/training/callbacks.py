@@ -6,6 +6,8 @@
 - :class:`SampleGrid`: saves the validation grid (LQ | restored | GT) as ``samples/iter_XXXXXX.png`` and sends
   it to the loggers.
 - :class:`IterationProgressBar`: one bar over the whole run (iterations, not epochs) with the losses.
+- :class:`IterationTimer`: wall time of every training iteration (logged as ``time/iteration_s``); the median
+  is printed at the end of training, so the cost of a loss term or a setting is measured by the run itself.
 - :class:`GracefulInterrupt`: the first Ctrl-C finishes the current iteration and stops cleanly (a checkpoint
   is written); a second one aborts.
 """
@@ -16,7 +18,9 @@ import logging
 import math
 import os
 import signal
+import statistics
 import threading
+import time
 from pathlib import Path
 from typing import Any, Literal
 
@@ -175,6 +179,38 @@ class RunRecord(Callback):
 
         # the module's own entry (its iteration) is added after the callbacks': ask the module directly
         checkpoint[RECORD_KEY] = contents_record(_iteration(pl_module), checkpoint, self.recipe)
+
+
+class IterationTimer(Callback):
+    """Time each training iteration (data loading excluded, the whole G + D update included).
+
+    Logs ``time/iteration_s`` and, at the end of training, prints the median of the iterations after the first
+    ``skip`` (their allocations and lazy loads are not representative) to the log.
+    """
+
+    def __init__(self, skip: int = 2) -> None:
+        self.skip, self.times, self._start = skip, [], None
+
+    def on_train_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule, *args: Any) -> None:
+        self._start = time.perf_counter()
+
+    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, *args: Any) -> None:
+        if self._start is None:
+            return
+        seconds, self._start = time.perf_counter() - self._start, None
+        self.times.append(seconds)
+        pl_module.log("time/iteration_s", seconds, on_step=True, on_epoch=False)
+
+    def median(self) -> float | None:
+        """Median seconds per iteration after the first ``skip`` (None before any such iteration)."""
+        timed = self.times[self.skip:]
+        return statistics.median(timed) if timed else None
+
+    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        median = self.median()
+        if median is not None:
+            log.info("iteration time: median %.3f s over %d iterations (first %d not counted)", median,
+                     len(self.times) - self.skip, self.skip)
 
 
 class SampleGrid(Callback):

@@ -132,6 +132,17 @@ def test_demo_person_through_the_real_data_pipeline(compose_train, tmp_path: Pat
     assert Path(compose_train("experiment=smoke", shrink=False).person_dir) == Path(cfg.person_dir)
 
 
+def test_iteration_timer_logs_every_iteration_and_reports_the_median(compose_train, caplog) -> None:
+    cfg = compose_train("iterations=4", "val_every=4", "validate_before_training=false", "logger=csv")
+    with caplog.at_level("INFO", logger="gpen_fewshot.training.callbacks"):
+        train(cfg)
+    rows = (Path(cfg.paths.output_dir) / "csv" / "metrics.csv").read_text().splitlines()
+    column = rows[0].split(",").index("time/iteration_s")
+    times = [float(r.split(",")[column]) for r in rows[1:] if r.split(",")[column]]
+    assert times and all(t > 0 for t in times)  # logged at the trainer's log_every_n_steps
+    assert "iteration time: median" in caplog.text and "over 2 iterations" in caplog.text  # 4 run, 2 skipped
+
+
 def test_last_iteration_is_always_validated(compose_train) -> None:
     cfg = compose_train("iterations=3", "val_every=2", "validate_before_training=false")
     train(cfg)
