@@ -8,6 +8,7 @@ config dataclass. Per-sample generators: :func:`sample_rng`.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping
 from typing import Any
 
@@ -67,7 +68,8 @@ class MixtureDegradation(Degradation):
 
     def __init__(self, config: MixtureConfig) -> None:
         self.config = config
-        self.components = [build_degradation(name) for name in config.presets]
+        self.components = [build_degradation(dataclasses.replace(get_preset(name), scale=config.scale))
+                           for name in config.presets]
         weights = np.asarray(config.weights, dtype=np.float64)
         self.probabilities = weights / weights.sum()
 

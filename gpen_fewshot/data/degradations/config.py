@@ -160,7 +160,7 @@ class MixtureConfig:
     """A random choice among presets per sample: ``presets[i]`` with probability ``weights[i] / sum``.
 
     Used to pretrain priors on every level users restore (and a little "none", so that clean inputs are
-    left alone). Every preset must have the mixture's ``scale``.
+    left alone). Every preset is applied at the mixture's ``scale`` (output size = input / scale).
     """
 
     kind: ClassVar[str] = "mixture"
@@ -178,8 +178,6 @@ class MixtureConfig:
         for name in self.presets:
             if name not in PRESETS:
                 raise ValueError(f"mixture: unknown preset {name!r}; known: {sorted(PRESETS)}")
-            if PRESETS[name].scale != self.scale:
-                raise ValueError(f"mixture: preset {name!r} has scale {PRESETS[name].scale}, not {self.scale}")
 
 
 DegradationConfig = BSRGANConfig | FirstOrderConfig | NoDegradation | MixtureConfig
@@ -221,6 +219,7 @@ PRESETS: dict[str, DegradationConfig] = {
     "bsrgan": BSRGANConfig(),  # alias of "severe", named after the paper
     "first_order": FirstOrderConfig(),
 }
+PRESETS["mixture"] = MixtureConfig()  # after the presets it draws from (its check looks them up)
 
 
 def get_preset(name: str) -> DegradationConfig:
