@@ -8,6 +8,7 @@ import hydra
 from omegaconf import DictConfig, OmegaConf
 
 import gpen_fewshot.training.resolvers as resolvers
+from gpen_fewshot.cli.hydra_args import check_overrides
 from gpen_fewshot.evaluation.runner import main as run
 from gpen_fewshot.evaluation.runner import user_errors
 
@@ -25,5 +26,6 @@ def main(cfg: DictConfig) -> None:
 
 if __name__ == "__main__":
     os.environ.setdefault("GPEN_FEWSHOT_ROOT", str(Path(__file__).resolve().parent))
+    check_overrides(Path(__file__).resolve().parent / "configs", "eval", sys.argv[1:])  # one-line errors
     resolvers.register_resolvers()
     main()

@@ -1,11 +1,13 @@
 """Fine-tune GPEN on one person: ``python train.py person=alice`` (see docs/training.md)."""
 
 import os
+import sys
 from pathlib import Path
 
 import hydra
 from omegaconf import DictConfig
 
+from gpen_fewshot.cli.hydra_args import check_overrides
 from gpen_fewshot.training.run import main_task
 
 
@@ -16,4 +18,5 @@ def main(cfg: DictConfig) -> float | None:
 
 if __name__ == "__main__":
     os.environ.setdefault("GPEN_FEWSHOT_ROOT", str(Path(__file__).resolve().parent))
+    check_overrides(Path(__file__).resolve().parent / "configs", "train", sys.argv[1:])  # one-line errors
     main()

@@ -352,7 +352,7 @@ def _(name):
     return photo_case(name, "landscape.jpg", lambda p: Image.fromarray(no_face_image()).save(p), used=False)
 
 
-@case("photos", "tiny 20x20 face among 4 good", "run ok, listed (too_small/no_face)")
+@case("photos", "tiny 20x20 face among 4 good", "run ok, listed as dropped with its reason")
 def _(name):
     def make(path: Path) -> None:
         Image.open(demo_photo(3)).crop((372, 79, 616, 436)).resize((20, 20)).save(path)
@@ -655,7 +655,11 @@ def _(name):
 # -- interruption
 
 def interrupted_training(name: str, signum: int, log_root: Path, log_override: str) -> tuple[str, str, str]:
-    """Train 200 iterations, send ``signum`` once checkpoints are being written, run the printed command."""
+    """Train 200 iterations, send ``signum`` once checkpoints are being written, run the printed command.
+
+    The resumed run gets a run folder of its own (every run does); it must load the interrupted run's
+    last.ckpt and finish the 200 iterations.
+    """
     args = [*TRAIN, "experiment=smoke", "iterations=200", "val_every=50", "callbacks.checkpoint.every_n_iters=5",
             "person=good", log_override, "extras.print_config=false"]
     proc, path = start(name, args)
@@ -678,45 +682,67 @@ def interrupted_training(name: str, signum: int, log_root: Path, log_override: s
         return "timeout", "wrong", "did not stop within 120 s of the signal"
     if TRACEBACK in first.out:
         return rc_text(first.rc), "traceback", traceback_note(first.out)
-    printed = re.search(r"continue with: (.+)", first.out)
-    if not printed:
-        return rc_text(first.rc), "wrong", "no 'continue with:' line; output ends: " + last_lines(first.out, 4)
-    stopped = re.search(r"stopped at iteration (\d+) of (\d+)", first.out)
-    run_dir = runs[0] if runs else None
-    if run_dir is None or not (run_dir / "checkpoints" / "last.ckpt").is_file():
-        return rc_text(first.rc), "wrong", "no last.ckpt after the interruption"
+    if first.rc != 128 + signum:  # 130 / 143: shells and schedulers must see an interrupted job
+        return rc_text(first.rc), "wrong", f"exit {first.rc} after the signal, expected {128 + signum}"
+    run_dir = runs[0] if len(runs) == 1 else None
+    ckpt = run_dir / "checkpoints" / "last.ckpt" if run_dir else None
+    if ckpt is None or not ckpt.is_file():
+        return rc_text(first.rc), "wrong", f"no last.ckpt after the interruption (run folders: {runs})"
     if (run_dir / "export").exists():
         return rc_text(first.rc), "wrong", "an interrupted run wrote an export"
+    saved = re.search(r"(stopped at iteration \d+ of \d+|checkpoint of iteration \d+ saved)", first.out)
+    at = saved.group(1) if saved else "stopped"
+    printed = re.search(r"continue with: (.+)", first.out)
+    if not printed:
+        # diagnosis only: would the checkpoint have resumed with the command the product should have printed?
+        words = [*args[1:-2], log_override, f"resume={run_dir}"] if "'" not in log_override else None
+        probe = ""
+        if words is not None:
+            second = run(name + "_manual_resume", [PY, *words], timeout=480)
+            probe = (f"; a manual `resume=<run dir>` then exits {second.rc}"
+                     + (" and finishes" if re.search(r"iteration 200\)", second.out) else ""))
+        return (rc_text(first.rc), "wrong",
+                f"{at}, last.ckpt written, interrupted run exit {first.rc}, but no 'continue with:' line{probe}")
     words = shlex.split(printed.group(1))
     second = run(name + "_resume", words, timeout=480)
-    exported = (run_dir / "export" / "config.json").is_file()
-    iteration = re.search(r"Exported the model .*\(EMA generator, iteration (\d+)\)", second.out)
     codes = rc_text(first.rc, second.rc)
-    at = f"stopped at {stopped.group(1)}/{stopped.group(2)}" if stopped else "stopped"
-    note = f"{at}, interrupted run exit {first.rc}; resume: `{short(printed.group(1), 400)}`"
+    note = f"{at}; interrupted run exit {first.rc}; printed: `{short(printed.group(1), 400)}`"
     if TRACEBACK in second.out:
         return codes, "traceback", "resume: " + traceback_note(second.out)
     if second.rc != 0:
         return codes, "wrong", f"resume command exit {second.rc}: " + last_lines(second.out, 4)
-    if "resuming from" not in second.out:
-        return codes, "wrong", "the resume command did not resume (no 'resuming from'); " + note
-    if not exported or not iteration or iteration.group(1) != "200":
-        return codes, "wrong", f"resumed run did not finish 200 iterations in {run_dir}; " + note
-    return codes, "clean", note + f"; finished 200 iterations in the same run folder ({second.seconds:.0f} s)"
+    resumed = re.search(r"resuming from (.+)", second.out)
+    if not resumed or resumed.group(1).strip() != str(ckpt):
+        return codes, "wrong", f"the resume command did not load {ckpt} ({resumed and resumed.group(1)}); " + note
+    iteration = re.search(r"Exported the model .*\(EMA generator, iteration (\d+)\)", second.out)
+    export = re.search(r"run export: (.+)", second.out)
+    export_dir = Path(export.group(1).strip()) if export else None
+    if not iteration or iteration.group(1) != "200" or not export_dir or not (export_dir / "config.json").is_file():
+        return codes, "wrong", "resumed run did not finish and export 200 iterations; " + note
+    first_iter = re.search(r"iteration (\d+): stage", second.out)
+    return codes, "clean", (note + f"; resumed from iteration {first_iter.group(1) if first_iter else '?'} "
+                            f"in a new run folder {export_dir.parent.name}, finished 200 ({second.seconds:.0f} s)")
 
 
 @case("interruption", "train.py SIGINT (Ctrl-C to the process group), run the printed command",
-      "checkpoint, 'continue with:', command finishes the run")
+      "last.ckpt, 'continue with:', that command finishes the run")
 def _(name):
     root = logdir(name)
     return interrupted_training(name, signal.SIGINT, root, f"paths.log_dir={root}")
 
 
-@case("interruption", "train.py SIGTERM, log dir with spaces+unicode, run the printed command",
-      "checkpoint, 'continue with:', command finishes the run")
+@case("interruption", "train.py SIGINT, log dir with spaces+unicode (quoted), run the printed command",
+      "last.ckpt, shell-quoted 'continue with:', that command finishes the run")
 def _(name):
-    root = WORK / "runs" / "sig term ü"
-    return interrupted_training(name, signal.SIGTERM, root, f"paths.log_dir='{root}'")
+    root = WORK / "runs" / "ctrl c ü"
+    return interrupted_training(name, signal.SIGINT, root, f"paths.log_dir='{root}'")
+
+
+@case("interruption", "train.py SIGTERM (kill PID), run the printed command",
+      "last.ckpt, 'continue with:', that command finishes the run")
+def _(name):
+    root = logdir(name)
+    return interrupted_training(name, signal.SIGTERM, root, f"paths.log_dir={root}")
 
 
 @case("interruption", "restore.py SIGINT on a folder of 6 photos", "exit 130, 'interrupted: N of M', outputs complete")
@@ -959,7 +985,10 @@ def _(name):
     for ok, message in checks:
         if not ok:
             return codes, "wrong", message
-    return codes, "clean", "run folders: " + ", ".join(Path(p).name for p in paths)
+    names = [Path(p).name for p in paths]
+    collided = re.sub(r"_\d+$", "", names[0]) == re.sub(r"_\d+$", "", names[1])
+    return codes, "clean", ("run folders: " + ", ".join(names)
+                            + ("; same-second start, suffix added" if collided else "; started in different seconds"))
 
 
 # -- odd paths
@@ -1077,7 +1106,9 @@ def main() -> int:
               file=sys.stderr)
     total = time.monotonic() - started
     print(f"## Bad-input / fault matrix (issue 15)\n\n{summary()}\n\n{table()}\n")
-    print(f"total run time: {total:.0f} s ({len(RESULTS)} cases + setup); logs: {WORK / 'logs'}")
+    head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True).stdout
+    print(f"total run time: {total:.0f} s ({len(RESULTS)} cases + setup) at commit {head.strip() or '?'}; "
+          f"logs: {WORK / 'logs'}")
     repo_after = repo_state()
     if repo_after != repo_before:
         print(f"WARNING: the repository's data/ or outputs/ changed during the matrix: {repo_before} -> {repo_after}")

@@ -148,6 +148,8 @@ def _generator_config(config: dict, source: Path) -> GeneratorConfig:
     except TypeError as err:
         raise ExportError(f"{source}: invalid generator architecture ({err})") from None
     problem = _value_problem(parsed) or _template_problem(config.get("template", "gpen"))
+    if not problem and "size" in config and (config["size"] != parsed.size or isinstance(config["size"], bool)):
+        problem = f"size {config['size']!r} does not match the generator's size {parsed.size}"
     if problem:
         raise ExportError(f"{source}: {problem}")
     return parsed
@@ -172,8 +174,9 @@ def _value_problem(config: GeneratorConfig) -> str | None:
             return f"generator {name} {value!r} must be a number > 0"
     if not config.blur_kernel or not all(_is_number(v) for v in config.blur_kernel):
         return f"generator blur_kernel {config.blur_kernel!r} must be a list of numbers"
-    if not isinstance(config.isconcat, bool):
-        return f"generator isconcat {config.isconcat!r} must be true or false"
+    for name in ("isconcat", "residual"):
+        if not isinstance(getattr(config, name), bool):
+            return f"generator {name} {getattr(config, name)!r} must be true or false"
     return None
 
 

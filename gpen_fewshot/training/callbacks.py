@@ -8,8 +8,8 @@
 - :class:`IterationProgressBar`: one bar over the whole run (iterations, not epochs) with the losses.
 - :class:`IterationTimer`: wall time of every training iteration (logged as ``time/iteration_s``); the median
   is printed at the end of training, so the cost of a loss term or a setting is measured by the run itself.
-- :class:`GracefulInterrupt`: the first Ctrl-C finishes the current iteration and stops cleanly (a checkpoint
-  is written); a second one aborts.
+- :class:`GracefulInterrupt`: the first Ctrl-C or SIGTERM finishes the current iteration and stops cleanly (a
+  checkpoint is written); a second one aborts.
 """
 
 from __future__ import annotations
@@ -248,11 +248,21 @@ def _log_image(logger: Any, grid: np.ndarray, step: int) -> None:
 
 
 class GracefulInterrupt(Callback):
-    """First Ctrl-C: stop after the current iteration (``last.ckpt`` is written); second: abort at once."""
+    """First Ctrl-C (SIGINT) or SIGTERM: stop after the current iteration (``last.ckpt`` is written) and remember
+    the signal in ``signal_received`` (``train`` prints the resume command, ``train.py`` exits 128 + signal);
+    a second one aborts at once. Replaces Lightning's own SIGTERM handling while training runs, which exits
+    with status 0 and skips the resume command."""
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
     def __init__(self) -> None:
-        self._previous: Any = None
-        self.requested = False
+        self._previous: dict[int, Any] = {}
+        self.signal_received: int | None = None
+
+    @property
+    def requested(self) -> bool:
+        """Whether a stop was requested."""
+        return self.signal_received is not None
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if threading.current_thread() is not threading.main_thread():
@@ -261,17 +271,18 @@ class GracefulInterrupt(Callback):
         def handler(signum: int, frame: Any) -> None:
             if self.requested:
                 raise KeyboardInterrupt
-            self.requested = True
+            self.signal_received = signum
             trainer.should_stop = True
-            log.warning("Ctrl-C: finishing the current iteration and saving a checkpoint "
-                        "(press Ctrl-C again to abort without saving)")
+            log.warning("%s: finishing the current iteration and saving a checkpoint (send it again to abort "
+                        "without saving)", "Ctrl-C" if signum == signal.SIGINT else signal.Signals(signum).name)
 
-        self._previous = signal.signal(signal.SIGINT, handler)
+        for signum in self.SIGNALS:
+            self._previous[signum] = signal.signal(signum, handler)
 
     def _restore(self) -> None:
-        if self._previous is not None:
-            signal.signal(signal.SIGINT, self._previous)
-            self._previous = None
+        for signum, previous in self._previous.items():
+            signal.signal(signum, previous)
+        self._previous = {}
 
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._restore()

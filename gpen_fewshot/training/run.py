@@ -20,7 +20,7 @@ from pytorch_lightning.loggers import WandbLogger
 from pytorch_lightning.utilities import rank_zero_only
 
 from gpen_fewshot.data.datamodule import PersonDataModule
-from gpen_fewshot.training.callbacks import RunRecord
+from gpen_fewshot.training.callbacks import GracefulInterrupt, RunRecord
 from gpen_fewshot.training.checks import ConfigValueError, check_config_values
 from gpen_fewshot.training.config import RunConfig
 from gpen_fewshot.training.export import config_hash, export_run, register_person_export
@@ -140,11 +140,23 @@ def _metrics(trainer: pl.Trainer) -> dict[str, float]:
     return {k: float(v) for k, v in trainer.callback_metrics.items() if getattr(v, "numel", lambda: 1)() == 1}
 
 
+class TrainingInterrupted(Exception):
+    """A signal stopped training at an iteration boundary; ``exit_code`` = 128 + the signal (130 for Ctrl-C,
+    143 for SIGTERM), so that shells and schedulers see an interrupted job, not a finished one."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(f"interrupted by signal {signum}")
+        self.exit_code = 128 + int(signum)
+
+
 def train(cfg: DictConfig) -> dict[str, float]:
     """Run one training job described by a composed ``configs/train.yaml``.
 
     Returns:
         The last logged metrics (``val/psnr``, ...), e.g. for the Optuna sweeper's objective.
+
+    Raises:
+        TrainingInterrupted: a Ctrl-C / SIGTERM stopped the run (checkpoint saved, resume command logged).
     """
     pl.seed_everything(int(cfg.seed), workers=True)
     output_dir = Path(cfg.paths.output_dir)
@@ -179,6 +191,9 @@ def train(cfg: DictConfig) -> dict[str, float]:
     elif rank_zero_only.rank == 0:
         log.warning("stopped at iteration %d of %d; continue with: %s", module.iteration,
                     module.run_config.total_iters, resume_command(output_dir, _script_name()))
+    received = next((c.signal_received for c in trainer.callbacks if isinstance(c, GracefulInterrupt)), None)
+    if received is not None and not finished:
+        raise TrainingInterrupted(received)
     return metrics
 
 
@@ -240,7 +255,7 @@ def main_task(cfg: DictConfig) -> float | None:
 
     Raises:
         SystemExit: (code 1) on a missing file / weights or unusable photos, after printing one clear message
-            (set ``HYDRA_FULL_ERROR=1`` for the traceback).
+            (set ``HYDRA_FULL_ERROR=1`` for the traceback); (130 / 143) when Ctrl-C / SIGTERM stopped training.
     """
     if cfg.get("extras", {}).get("print_config", False):
         print_config(cfg)
@@ -253,4 +268,6 @@ def main_task(cfg: DictConfig) -> float | None:
             raise
         print(f"\nerror: {error}", file=sys.stderr)
         raise SystemExit(1) from None
+    except TrainingInterrupted as stop:  # the checkpoint and the resume command are out already
+        raise SystemExit(stop.exit_code) from None
     return metric_value(metrics, cfg.get("optimized_metric"))

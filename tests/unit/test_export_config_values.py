@@ -32,6 +32,9 @@ def export(tmp_path_factory) -> Path:
     ("isconcat", "yes", "generator isconcat 'yes' must be true or false"),
     ("template", 5, "template 5 must be one of"),
     ("generator", [1], "'generator' must be an object"),
+    ("residual", 1, "generator residual 1 must be true or false"),
+    ("top:size", "big", "size 'big' does not match the generator's size 32"),
+    ("top:size", 64, "size 64 does not match the generator's size 32"),
 ])
 def test_bad_values_in_config_json(field: str, value, message: str, export: Path, tmp_path: Path, capsys) -> None:
     bad = tmp_path / "bad"
@@ -39,11 +42,14 @@ def test_bad_values_in_config_json(field: str, value, message: str, export: Path
     for file in export.iterdir():
         (bad / file.name).write_bytes(file.read_bytes())
     config = json.loads((export / "config.json").read_text())
-    (config if field in ("template", "generator") else config["generator"])[field] = value
+    if field.startswith("top:"):  # the top-level copy of a generator field
+        config[field.removeprefix("top:")] = value
+    else:
+        (config if field in ("template", "generator") else config["generator"])[field] = value
     (bad / "config.json").write_text(json.dumps(config))
     with pytest.raises(ExportError, match=message.replace("(", r"\(").replace("[", r"\[")):
         load_person(bad)
     write_image(tmp_path / "photo.png", np.full((32, 32, 3), 128, np.uint8))
     code = main(["-i", str(tmp_path / "photo.png"), "-o", str(tmp_path / "out"), "--weights", str(bad), "--base", str(export)])
     err = capsys.readouterr().err.strip().splitlines()
-    assert code == 2 and len(err) == 1 and message.split(" must")[0] in err[0]
+    assert code == 2 and len(err) == 1 and message.split(" must")[0].split(" does")[0] in err[0]
