@@ -91,13 +91,20 @@ def run(case: str, args: list[str], timeout: float = 240, env: dict[str, str] | 
     return Run(rc, text, time.monotonic() - start)
 
 
+def _default_sigint() -> None:
+    """A case must see Ctrl-C as a terminal would deliver it, even when this script runs in the background
+    (a shell starts background jobs with SIGINT ignored, and Python then installs no KeyboardInterrupt)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def start(case: str, args: list[str], tag: str = "") -> tuple[subprocess.Popen, Path]:
     """Start ``args`` in its own session (so a signal can go to its whole group, as Ctrl-C does)."""
     path = log_path(case + tag)
     handle = path.open("wb")
     handle.write(f"$ {shlex.join(args)}\n".encode())
     handle.flush()
-    proc = subprocess.Popen(args, cwd=REPO, env=ENV, stdout=handle, stderr=subprocess.STDOUT, start_new_session=True)
+    proc = subprocess.Popen(args, cwd=REPO, env=ENV, stdout=handle, stderr=subprocess.STDOUT, start_new_session=True,
+                            preexec_fn=_default_sigint)
     handle.close()
     return proc, path
 
