@@ -67,7 +67,10 @@ def test_experiment_composes_with_its_own_settings(experiment: str, compose_trai
         assert model.name == expected_model[experiment]
     if experiment.startswith("pretrain"):
         assert freezing.name == "full" and model.init == "random" and "FacesFolder" in cfg.data._target_
-    if experiment == "pretrain_cpu":  # the bundled prior's recipe
+    if experiment == "pretrain_cpu_fm":  # the bundled prior's recipe: non-residual, L1 + D feature matching
+        assert model.name == "compact_256" and not model.residual and loss.l1 == 1.0
+        assert loss.feature_matching > 0 and loss.adversarial == 0 and loss.train_discriminator
+    if experiment == "pretrain_cpu":  # the residual recipe meant to replace it (issue 13)
         assert model.name == "compact_256" and optim.betas_g == (0.9, 0.99) and loss.l1 == 1.0
         assert model.residual and not loss.train_discriminator and loss.adversarial == loss.feature_matching == 0
         assert loss.identity > 0 and loss.identity_network == "mobilefacenet"  # L1 + MobileFaceNet identity
