@@ -273,6 +273,9 @@ class GracefulInterrupt(Callback):
                 raise KeyboardInterrupt
             self.signal_received = signum
             trainer.should_stop = True
+            # Lightning validates when should_stop is set (for early stopping): minutes on a real validation
+            # set between the signal and the checkpoint. An interrupted run resumes; it needs no metrics now.
+            trainer.limit_val_batches = 0
             log.warning("%s: finishing the current iteration and saving a checkpoint (send it again to abort "
                         "without saving)", "Ctrl-C" if signum == signal.SIGINT else signal.Signals(signum).name)
 

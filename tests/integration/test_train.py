@@ -324,3 +324,5 @@ def test_interrupted_run_leaves_a_usable_checkpoint(signum: int, tmp_path: Path,
     assert not list(ckpt.parent.glob(".*tmp"))  # no half-written files left behind
     assert "stopped at iteration" in output and "continue with: " in output, output[-2000:]
     assert proc.returncode == 128 + signum, output[-2000:]  # 130 / 143: an interrupted job, not a finished one
+    samples = sorted(p.name for p in (run_dir / "samples").glob("*.png"))
+    assert samples == ["iter_000000.png"], samples  # no validation between the signal and the checkpoint
