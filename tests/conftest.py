@@ -154,3 +154,20 @@ def fit(tmp_path: Path) -> Callable[..., object]:
         return trainer
 
     return run
+
+
+@pytest.fixture
+def stop_at() -> Callable[[int], object]:
+    """Factory of a Lightning callback that requests a stop once the module reaches an iteration (as after a
+    Ctrl-C at that iteration boundary)."""
+    import pytorch_lightning as pl
+
+    class StopAt(pl.Callback):
+        def __init__(self, iteration: int) -> None:
+            self.iteration = iteration
+
+        def on_train_batch_end(self, trainer, pl_module, *args) -> None:
+            if pl_module.iteration >= self.iteration:
+                trainer.should_stop = True
+
+    return StopAt

@@ -12,7 +12,6 @@ import time
 from pathlib import Path
 
 import pytest
-import pytorch_lightning as pl
 import torch
 from hydra.utils import instantiate
 
@@ -25,28 +24,19 @@ SEARCHPATH = f"hydra.searchpath=[file://{REPO_ROOT / 'tests' / 'configs'}]"
 pytestmark = pytest.mark.usefixtures("torch_single_thread")
 
 
-class _StopAt(pl.Callback):
-    def __init__(self, iteration: int) -> None:
-        self.iteration = iteration
-
-    def on_train_batch_end(self, trainer, pl_module, *args) -> None:
-        if pl_module.iteration >= self.iteration:
-            trainer.should_stop = True
-
-
-def _interrupted_run(compose_train, run_dir: Path, *overrides: str) -> Path:
+def _interrupted_run(compose_train, stop_at, run_dir: Path, *overrides: str) -> Path:
     """A 4-iteration run stopped after 2 (as after Ctrl-C); returns its last.ckpt."""
     cfg = compose_train("iterations=4", "validate_before_training=false", "data.samples_per_epoch=4", *overrides,
                         output_dir=run_dir)
     module, trainer = build_module(cfg), build_trainer(cfg)
-    trainer.callbacks.append(_StopAt(2))
+    trainer.callbacks.append(stop_at(2))
     trainer.fit(module, datamodule=instantiate(cfg.data))
     return run_dir / "checkpoints" / "last.ckpt"
 
 
-def test_mismatched_resume_is_one_error_and_writes_nothing(compose_train, tmp_path: Path, capsys,
+def test_mismatched_resume_is_one_error_and_writes_nothing(compose_train, stop_at, tmp_path: Path, capsys,
                                                            monkeypatch) -> None:
-    ckpt = _interrupted_run(compose_train, tmp_path / "first")
+    ckpt = _interrupted_run(compose_train, stop_at, tmp_path / "first")
     cfg = compose_train("iterations=4", "model.narrow=0.25", f"ckpt_path={ckpt}", output_dir=tmp_path / "second")
     with pytest.raises(ResumeMismatchError, match="does not match this config"):
         train(cfg)
@@ -58,9 +48,9 @@ def test_mismatched_resume_is_one_error_and_writes_nothing(compose_train, tmp_pa
     assert exit_info.value.code == 1 and "model.narrow" in err and "Traceback" not in err
 
 
-def test_shape_mismatch_without_record_is_caught(compose_train, tmp_path: Path) -> None:
+def test_shape_mismatch_without_record_is_caught(compose_train, stop_at, tmp_path: Path) -> None:
     """Checkpoints written before the record existed: the shapes are still compared."""
-    ckpt = _interrupted_run(compose_train, tmp_path / "first")
+    ckpt = _interrupted_run(compose_train, stop_at, tmp_path / "first")
     state = torch.load(ckpt, weights_only=True)
     del state["gpen_fewshot_record"]
     torch.save(state, ckpt)
@@ -69,9 +59,9 @@ def test_shape_mismatch_without_record_is_caught(compose_train, tmp_path: Path) 
         check_resume_checkpoint(ckpt, build_module(cfg).state_dict(), hashable_config(cfg))
 
 
-def test_failed_start_writes_no_checkpoint(compose_train, tmp_path: Path) -> None:
+def test_failed_start_writes_no_checkpoint(compose_train, stop_at, tmp_path: Path) -> None:
     """Lightning's own load fails half-way (iteration restored, weights not): nothing may be saved."""
-    ckpt = _interrupted_run(compose_train, tmp_path / "first")
+    ckpt = _interrupted_run(compose_train, stop_at, tmp_path / "first")
     cfg = compose_train("iterations=4", "model.narrow=0.25", output_dir=tmp_path / "second")
     module, trainer = build_module(cfg), build_trainer(cfg)
     with pytest.raises(RuntimeError, match="size mismatch"):
@@ -79,8 +69,8 @@ def test_failed_start_writes_no_checkpoint(compose_train, tmp_path: Path) -> Non
     assert not (tmp_path / "second" / "checkpoints" / "last.ckpt").exists()
 
 
-def test_checkpoint_must_hold_what_it_is_labelled_with(compose_train, tmp_path: Path) -> None:
-    ckpt = _interrupted_run(compose_train, tmp_path / "first")
+def test_checkpoint_must_hold_what_it_is_labelled_with(compose_train, stop_at, tmp_path: Path) -> None:
+    ckpt = _interrupted_run(compose_train, stop_at, tmp_path / "first")
     cfg = compose_train("iterations=4", output_dir=tmp_path / "second")
     expected, recipe = build_module(cfg).state_dict(), hashable_config(cfg)
     check_resume_checkpoint(ckpt, expected, recipe)  # the genuine file passes

@@ -191,15 +191,6 @@ def test_slurm_launcher_config_composes(compose_train) -> None:
 
 
 # ------------------------------------------------------------------------------------------------ resume
-class _StopAt(pl.Callback):
-    def __init__(self, iteration: int) -> None:
-        self.iteration = iteration
-
-    def on_train_batch_end(self, trainer, pl_module, *args) -> None:
-        if pl_module.iteration >= self.iteration:
-            trainer.should_stop = True
-
-
 def _resume_cfg(compose_train, run_dir: Path):
     cfg = compose_train("iterations=4", "val_every=2", "optim.ema_decay=0.5", "optim.warmup_iters=1",
                         "loss.r1_interval=2", "loss.path_length=1.0", "loss.path_length_interval=2",
@@ -208,13 +199,13 @@ def _resume_cfg(compose_train, run_dir: Path):
     return cfg
 
 
-def test_resume_equals_uninterrupted_run(compose_train, tmp_path: Path) -> None:
+def test_resume_equals_uninterrupted_run(compose_train, stop_at, tmp_path: Path) -> None:
     """4 iterations in one go == 2 iterations, stop, resume=<run dir>, 2 more (weights, EMA, Adam, stage)."""
     full = train(_resume_cfg(compose_train, tmp_path / "full"))
     cfg = _resume_cfg(compose_train, tmp_path / "first")
     pl.seed_everything(int(cfg.seed), workers=True)
     module, trainer = build_module(cfg), build_trainer(cfg)
-    trainer.callbacks.append(_StopAt(2))
+    trainer.callbacks.append(stop_at(2))
     trainer.fit(module, datamodule=instantiate(cfg.data))
     assert module.iteration == 2
     resumed_cfg = _resume_cfg(compose_train, tmp_path / "second")
