@@ -61,7 +61,8 @@ def generator_shapes(size: int, style_dim: int, n_mlp: int, channel_multiplier: 
         _styled(shapes, f"generator.convs.{2 * k + 1}", concat * ch[res], ch[res], style_dim, concat, up=False)
     for k, res in enumerate(resolutions):
         _to_rgb(shapes, f"generator.to_rgbs.{k}", concat * ch[res], style_dim, up=True)
-    shapes["ecd0.0.0.weight"] = (ch[size], 3, 1, 1)
+    k0 = 3 if residual else 1  # the residual layout's first encoder layer is 3x3 (gpen.RESIDUAL_ECD0_KERNEL)
+    shapes["ecd0.0.0.weight"] = (ch[size], 3, k0, k0)
     shapes["ecd0.0.1.bias"] = (ch[size],)
     for j in range(1, len(ch)):
         shapes[f"ecd{j}.0.0.kernel"] = _KERNEL

@@ -85,6 +85,9 @@ class OptimConfig:
         eta_min: cosine floor.
         step_size, gamma: step schedule.
         group_lr_scales: per parameter group multipliers of the learning rate (``{"mapping": 0.1}``).
+        weight_lr_scale: multiplier of the learning rate of weight matrices and kernels (parameters with 2+
+            dimensions) over biases, gains and constants. Equalised-LR layers store N(0, 1) weights scaled at
+            run time, so at one LR their relative update per Adam step is ~26x smaller than a plain conv's.
         grad_clip_g, grad_clip_d: max gradient norm; ``None`` = no clipping.
         ema_decay: generator EMA decay per iteration.
         ema_start_iter: the EMA copies the generator until this iteration.
@@ -102,6 +105,7 @@ class OptimConfig:
     step_size: int = 1000
     gamma: float = 0.5
     group_lr_scales: Mapping[str, float] = field(default_factory=dict)
+    weight_lr_scale: float = 1.0
     grad_clip_g: float | None = None
     grad_clip_d: float | None = None
     ema_decay: float = 0.999
@@ -112,6 +116,8 @@ class OptimConfig:
         object.__setattr__(self, "betas_g", _pair(self.betas_g, "optim.betas_g"))
         object.__setattr__(self, "betas_d", _pair(self.betas_d, "optim.betas_d"))
         object.__setattr__(self, "group_lr_scales", {str(k): float(v) for k, v in dict(self.group_lr_scales).items()})
+        if not self.weight_lr_scale > 0:
+            raise ValueError(f"optim.weight_lr_scale must be > 0, got {self.weight_lr_scale}")
         if self.schedule not in SCHEDULE_KINDS:
             raise ValueError(f"optim.schedule must be one of {SCHEDULE_KINDS}, got {self.schedule!r}")
         if not 0.0 <= self.ema_decay < 1.0:

@@ -109,9 +109,18 @@ class GPENFewShotModule(pl.LightningModule):
         missing = sorted(set(params) - grouped)
         if missing:
             raise ValueError(f"parameters in no parameter group: {missing[:5]}")
-        scales = self.optim_config.group_lr_scales
-        return [{"params": [params[n] for n in names], "name": name, "lr_scale": scales.get(name, 1.0)}
-                for name, names in groups.items() if names]
+        scales, weight_scale = self.optim_config.group_lr_scales, self.optim_config.weight_lr_scale
+        if weight_scale == 1.0:
+            return [{"params": [params[n] for n in names], "name": name, "lr_scale": scales.get(name, 1.0)}
+                    for name, names in groups.items() if names]
+        out = []  # each group split into its weights (2+ dims, scaled) and the rest
+        for name, names in groups.items():
+            for suffix, scale, picked in (("weights", weight_scale, [n for n in names if params[n].ndim >= 2]),
+                                          ("other", 1.0, [n for n in names if params[n].ndim < 2])):
+                if picked:
+                    out.append({"params": [params[n] for n in picked], "name": f"{name}_{suffix}",
+                                "lr_scale": scales.get(name, 1.0) * scale})
+        return out
 
     def configure_optimizers(self) -> list[torch.optim.Optimizer]:
         """Adam over ALL parameters (grouped); frozen ones never get a gradient, so Adam never touches them."""
