@@ -40,6 +40,20 @@ def test_optimisers_cover_every_parameter_once(make_module) -> None:
     assert {g["name"] for g in opt_g.param_groups} >= {"encoder", "mapping", "noise", "to_rgb"}
 
 
+def test_weight_lr_scale_splits_groups_into_weights_and_gains(make_module) -> None:
+    module = make_module(optim={"weight_lr_scale": 10.0, "group_lr_scales": {"mapping": 0.5}})
+    opt_g, _ = module.configure_optimizers()
+    groups = {g["name"]: g for g in opt_g.param_groups}
+    assert groups["encoder_weights"]["lr_scale"] == 10.0 and groups["encoder_other"]["lr_scale"] == 1.0
+    assert groups["mapping_weights"]["lr_scale"] == 5.0 and groups["mapping_other"]["lr_scale"] == 0.5
+    assert all(p.ndim >= 2 for name, g in groups.items() if name.endswith("_weights") for p in g["params"])
+    assert all(p.ndim < 2 for name, g in groups.items() if name.endswith("_other") for p in g["params"])
+    in_opt = [p for g in opt_g.param_groups for p in g["params"]]
+    assert len(in_opt) == len(set(map(id, in_opt))) == len(list(module.generator.parameters()))
+    with pytest.raises(ValueError, match="weight_lr_scale"):
+        make_module(optim={"weight_lr_scale": 0.0})
+
+
 def test_training_iterations_logging_and_ema(make_module, fit, tmp_path) -> None:
     module = make_module(total_iters=4, loss={"path_length": 2.0, "path_length_interval": 2},
                          optim={"ema_decay": 0.5, "grad_clip_g": 1.0, "grad_clip_d": 1.0})
