@@ -4,6 +4,7 @@
     python scripts/benchmark.py --quick                  # GPEN-BFR-256, batch 1, one repeat
     python scripts/benchmark.py --configs GPEN-BFR-512 --batch-sizes 1 --modes fwd --out bench.json
     python scripts/benchmark.py --configs custom --size 128 --channel-multiplier 1 --narrow 0.25
+    python scripts/benchmark.py --case gpen512-forward --precision bf16   # one case; last line time_s= ...
 
 Every case (config x device x batch x mode) runs in a fresh worker process, so one case's allocations do
 not hide another's peak memory. In that worker the model is built, one untimed run counts the FLOPs
@@ -13,6 +14,12 @@ followed by a probe of the device's fp32 matmul rate (4096x4096 matmul, best of 
 set). ``floor`` = FLOPs / the best probe; ``ratio`` = best time / floor (conservative); ``ratio_paired`` =
 the lowest time x rate / FLOPs of a run and the probe right after it. On a shared machine the load changes
 from second to second: compare ratios, not absolute times, and repeat when noisy.
+
+Precision (``--precision fp32 bf16 fp16``): bf16 runs the step under ``torch.autocast`` (CPU and CUDA), fp16
+under CUDA autocast only; the floor of each case comes from a matmul probe *of its own precision* (a bf16
+matmul on a CPU with AMX / AVX512-BF16 runs several times faster than fp32; without them it is slower).
+``--case NAME`` times one named case (``CASES``) and prints as its last line
+``time_s=<best> floor_s=<floor> ratio=<best/floor>``.
 
 Modes: ``fwd`` (generator forward, eval, no_grad), ``fwdbwd`` (generator forward + backward of the mean
 output w.r.t. all parameters, train mode), ``d_fwdbwd`` (discriminator forward + backward, train mode).
@@ -44,7 +51,14 @@ CONFIGS: dict[str, dict] = {
     "GPEN-BFR-512": {"g": dict(size=512, channel_multiplier=2, narrow=1.0),
                      "d": dict(size=512, channel_multiplier=2, narrow=1.0)},
 }
+CONFIGS["compact-256"] = {"g": dict(size=256, style_dim=256, n_mlp=4, channel_multiplier=1, narrow=0.25,
+                                     residual=True),
+                          "d": dict(size=256, channel_multiplier=1, narrow=0.25)}
 MODES = ("fwd", "fwdbwd", "d_fwdbwd")
+PRECISIONS = ("fp32", "bf16", "fp16")
+# --case NAME: (config, mode, batch)
+CASES = {"gpen512-forward": ("GPEN-BFR-512", "fwd", 1), "gpen256-forward": ("GPEN-BFR-256", "fwd", 1),
+         "gpen512-fwdbwd": ("GPEN-BFR-512", "fwdbwd", 1), "compact256-train": ("compact-256", "fwdbwd", 4)}
 
 
 @dataclass(frozen=True)
@@ -60,6 +74,7 @@ class Case:
     repeats: int
     threads: int | None
     matmul_size: int = MATMUL_N
+    precision: str = "fp32"
 
 
 def _rss_bytes() -> int:
@@ -74,12 +89,18 @@ def _sync(device) -> None:
         torch.cuda.synchronize(device)
 
 
-def matmul_rate(device, n: int = MATMUL_N, repeats: int = 3) -> float:
-    """Best fp32 FLOP/s of an n x n matmul on ``device``."""
+def _dtype(precision: str):
     import torch
 
-    a = torch.randn(n, n, device=device)
-    b = torch.randn(n, n, device=device)
+    return {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
+
+
+def matmul_rate(device, n: int = MATMUL_N, repeats: int = 3, precision: str = "fp32") -> float:
+    """Best FLOP/s of an n x n matmul on ``device`` in ``precision``."""
+    import torch
+
+    a = torch.randn(n, n, device=device, dtype=_dtype(precision))
+    b = torch.randn(n, n, device=device, dtype=_dtype(precision))
     a @ b
     _sync(device)
     best = float("inf")
@@ -159,14 +180,17 @@ def _build_step(case: Case, device):
         model.train(case.mode == "fwdbwd")
         size = case.g_kwargs["size"]
     x = torch.rand(case.batch, 3, size, size, device=device) * 2 - 1
+    autocast = torch.autocast(device.type, dtype=_dtype(case.precision), enabled=case.precision != "fp32")
 
     def step() -> None:
         if case.mode == "fwd":
-            with torch.no_grad():
+            with torch.no_grad(), autocast:
                 model(x)
         else:
             model.zero_grad(set_to_none=True)
-            model(x).mean().backward()
+            with autocast:
+                out = model(x)
+            out.float().mean().backward()
 
     return step, sum(p.numel() for p in model.parameters())
 
@@ -181,7 +205,7 @@ def _timed_runs(step, case: Case, device, rss0: int, cuda0: int) -> tuple[list[f
         times.append(time.perf_counter() - start)
         if peak is None:  # read before the first matmul probe allocates its own operands
             peak = _peak_bytes(device, rss0, cuda0)
-        rates.append(matmul_rate(device, case.matmul_size))  # right after each run: about the same load
+        rates.append(matmul_rate(device, case.matmul_size, precision=case.precision))  # right after each run: about the same load
     return times, rates, peak
 
 
@@ -209,7 +233,7 @@ def run_case(case: Case) -> dict:
     best, rate = min(times), max(rates)
     return {
         "config": case.config, "g_kwargs": case.g_kwargs, "d_kwargs": case.d_kwargs, "device": case.device,
-        "batch": case.batch, "mode": case.mode, "threads": torch.get_num_threads(), "params": n_params,
+        "batch": case.batch, "mode": case.mode, "precision": case.precision, "threads": torch.get_num_threads(), "params": n_params,
         "times_s": times, "best_s": best, "median_s": statistics.median(times),
         "per_face_s": best / case.batch, "gflop": flops / 1e9, "matmul_size": case.matmul_size,
         "matmul_gflops": rate / 1e9, "matmul_gflops_all": [r / 1e9 for r in rates], "floor_s": flops / rate,
@@ -239,14 +263,16 @@ def _spawn(case: Case, timeout: float) -> dict:
 
 def format_table(records: list[dict]) -> str:
     """Plain-text table of the records."""
-    head = (f"{'config':14s} {'dev':4s} {'B':>2s} {'mode':8s} {'best s':>8s} {'med s':>8s} {'s/face':>8s} "
+    head = (f"{'config':14s} {'dev':4s} {'prec':4s} {'B':>2s} {'mode':8s} {'best s':>8s} {'med s':>8s} {'s/face':>8s} "
             f"{'GFLOP':>8s} {'mm GF/s':>8s} {'floor s':>8s} {'ratio':>6s} {'paired':>6s} {'peak MiB':>9s}")
     lines = [head, "-" * len(head)]
     for r in records:
         if "error" in r:
-            lines.append(f"{r['config']:14s} {r['device']:4s} {r['batch']:2d} {r['mode']:8s} ERROR {r['error']}")
+            lines.append(f"{r['config']:14s} {r['device']:4s} {r['precision']:4s} {r['batch']:2d} {r['mode']:8s} "
+                         f"ERROR {r['error']}")
             continue
-        lines.append(f"{r['config']:14s} {r['device'][:4]:4s} {r['batch']:2d} {r['mode']:8s} {r['best_s']:8.3f} "
+        lines.append(f"{r['config']:14s} {r['device'][:4]:4s} {r['precision']:4s} {r['batch']:2d} {r['mode']:8s} "
+                     f"{r['best_s']:8.3f} "
                      f"{r['median_s']:8.3f} {r['per_face_s']:8.3f} {r['gflop']:8.1f} {r['matmul_gflops']:8.1f} "
                      f"{r['floor_s']:8.3f} {r['ratio']:6.2f} {r['ratio_paired']:6.2f} {r['peak_mem_mib']:9.1f}")
     return "\n".join(lines)
@@ -265,6 +291,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--batch-sizes", type=int, nargs="+", default=None, help="default 1 4 (1 with --quick)")
     p.add_argument("--devices", nargs="+", default=None, help="default: cpu, plus cuda when available")
     p.add_argument("--modes", nargs="+", choices=MODES, default=list(MODES))
+    p.add_argument("--precision", nargs="+", choices=PRECISIONS, default=["fp32"],
+                   help="autocast precision(s); the floor is measured at the same precision")
+    p.add_argument("--case", choices=sorted(CASES), default=None,
+                   help="one named case (config, mode, batch); prints 'time_s= floor_s= ratio=' last")
     p.add_argument("--repeats", type=int, default=None, help="timed repeats per case (default 3, 1 --quick)")
     p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads in the workers")
     p.add_argument("--matmul-size", type=int, default=MATMUL_N, help="n of the n x n matmul rate probe")
@@ -278,7 +308,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def build_cases(args: argparse.Namespace) -> list[Case]:
-    """Expand the command line into cases."""
+    """Expand the command line into cases (fp16 only on CUDA: a CPU fp16 case is an error)."""
+    if "fp16" in args.precision and "cpu" in (args.devices or ["cpu"]):
+        raise SystemExit("benchmark.py: fp16 autocast is CUDA only; use --devices cuda or --precision bf16")
+    if args.case:
+        config, mode, batch = CASES[args.case]
+        args.configs, args.modes, args.batch_sizes = [config], [mode], [batch]
+        args.devices = args.devices or ["cpu"]
     names = args.configs or (["GPEN-BFR-256"] if args.quick else list(CONFIGS))
     if args.size and "custom" not in names and args.configs is None:
         names = ["custom"]
@@ -304,8 +340,9 @@ def build_cases(args: argparse.Namespace) -> list[Case]:
         devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
     batches = args.batch_sizes or ([1] if args.quick else [1, 4])
     repeats = args.repeats or (1 if args.quick else 3)
-    return [Case(name, cfg["g"], cfg["d"], dev, b, mode, repeats, args.threads, args.matmul_size)
-            for name, cfg in configs.items() for dev in devices for b in batches for mode in args.modes]
+    return [Case(name, cfg["g"], cfg["d"], dev, b, mode, repeats, args.threads, args.matmul_size, prec)
+            for name, cfg in configs.items() for dev in devices for b in batches for mode in args.modes
+            for prec in args.precision]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -318,6 +355,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"running {case.config} {case.device} batch {case.batch} {case.mode} ...", file=sys.stderr, flush=True)
         records.append(run_case(case) if args.no_isolate else _spawn(case, args.timeout))
     print(format_table(records))
+    if args.case and "error" not in records[0]:
+        r = records[0]
+        print(f"time_s={r['best_s']:.4f} floor_s={r['floor_s']:.4f} ratio={r['ratio']:.3f}")
     if args.out is not None:
         from gpen_fewshot.utils.atomic import atomic_write_json
 

@@ -270,3 +270,17 @@ def test_benchmark_script_smoke(tmp_path: Path) -> None:
     for r in records:
         assert r["gflop"] > 0 and r["best_s"] > 0 and r["ratio"] > 0 and r["matmul_gflops"] > 0
     assert "ratio" in proc.stdout
+
+
+def test_benchmark_named_case_prints_its_time_floor_and_ratio_last() -> None:
+    cmd = [sys.executable, str(ROOT / "scripts" / "benchmark.py"), "--case", "gpen256-forward", "--repeats", "1",
+           "--matmul-size", "256", "--threads", "1", "--no-isolate", "--precision", "fp32"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=ROOT, check=False)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    last = proc.stdout.strip().splitlines()[-1]
+    values = dict(item.split("=") for item in last.split())
+    assert list(values) == ["time_s", "floor_s", "ratio"]
+    assert float(values["ratio"]) == pytest.approx(float(values["time_s"]) / float(values["floor_s"]), rel=0.01)
+    fp16_cpu = subprocess.run([*cmd[:4], "--precision", "fp16"], capture_output=True, text=True, timeout=120,
+                              cwd=ROOT, check=False)
+    assert fp16_cpu.returncode != 0 and "CUDA only" in fp16_cpu.stderr
