@@ -184,3 +184,23 @@ def test_script_prints_sizes_hashes_and_registry_lines(run_dir: Path, tmp_path: 
     assert script.main([str(tmp_path / "missing"), "--out", str(tmp_path)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "missing: no such run directory" in err[0]
+
+
+def test_gpu_pretraining_script_composes_the_cpu_recipe_on_cuda(tmp_path: Path) -> None:
+    import os
+    import subprocess
+
+    faces = tmp_path / "faces"
+    faces.mkdir()
+    script = REPO / "scripts" / "pretrain_prior_gpu.sh"
+    env = {**os.environ, "GPEN_DRY_RUN": "1", "BATCH": "16"}
+    proc = subprocess.run([str(script), str(tmp_path / "out"), str(faces), "--", "optim.lr_g=2e-3"], env=env,
+                          capture_output=True, text=True, timeout=600, check=False)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    cfg = proc.stdout
+    for expected in ("accelerator: gpu", "batch_size: 16", "samples_per_epoch: 1600", "weight_lr_scale: 10.0",
+                     "residual: true", "lr_g: 0.002", str(faces)):
+        assert expected in cfg, expected
+    missing = subprocess.run([str(script), str(tmp_path / "out"), str(tmp_path / "nope")], env=env,
+                             capture_output=True, text=True, timeout=60, check=False)
+    assert missing.returncode == 2 and "faces folder not found" in missing.stderr
