@@ -114,7 +114,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
     run.add_argument("--fp16", action="store_true", help="float16 autocast (CUDA only)")
     run.add_argument("--batch-size", type=int, default=4, help="faces per forward pass (default: %(default)s)")
-    run.add_argument("-q", "--quiet", action="store_true", help="no per-face lines, no progress bars")
+    run.add_argument("-q", "--quiet", action="store_true",
+                     help="only the last line (and errors): no model, per-photo or per-face lines, no progress bars")
     run.add_argument("--debug", action="store_true", help="show the full traceback of errors (for bug reports)")
     return p
 
@@ -342,8 +343,9 @@ def _run(args: argparse.Namespace, pairs: list[tuple[Path, Path]], started: floa
             raise
         print(f"error: {str(err).splitlines()[0]}", file=sys.stderr)
         return EXIT_SETUP
-    for line in restorer.describe():
-        print(line)
+    if not args.quiet:
+        for line in restorer.describe():
+            print(line)
     skipped = skipped_files(input_path)
     for path, reason in skipped:
         print(f"skipped {shlex.quote(str(path))}: {reason}", file=sys.stderr)

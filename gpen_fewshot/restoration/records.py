@@ -89,7 +89,7 @@ class FaceRecord:
     def outcome(self, base_label: str = "base") -> str:
         """What happened to the face, without its index (the console groups faces with the same outcome)."""
         if self.decision == SKIPPED:
-            return f"skipped ({self.note})"
+            return f"skipped: {self.note}"
         failed = [g for g in self.guard if not g.passed]
         rejected = ("; identity guard rejected " + ", ".join(f"{_step(g, base_label)} (drift {_fmt(g.drift)})"
                                                              for g in failed)) if failed else ""

@@ -179,7 +179,7 @@ def test_face_lines_group_equal_outcomes_and_say_why() -> None:
     assert face_counts(faces) == "7 faces found: 5 restored, 1 kept as input, 1 skipped"
     assert face_lines(faces, "gpen-compact-256") == [
         "faces 0-2, 4: restored with gpen-compact-256 (base)",
-        "face 3: skipped (not the centre face)",
+        "face 3: skipped: not the centre face",
         "face 5: restored with alice at strength 0.5 (identity distance 0.31 < 0.60); identity guard rejected "
         "alice at strength 1 (drift 0.710)",
         "face 6: kept the input face (identity drift above 0.6 at every strength); identity guard rejected "
