@@ -8,6 +8,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from gpen_fewshot.data.io import write_image
+from gpen_fewshot.restoration.records import SKIPPED, RestoreResult
 from gpen_fewshot.utils.drawing import label_strip
 
 GAP = 8  # px of white between the two halves
@@ -46,3 +48,14 @@ def side_by_side(before: np.ndarray, after: np.ndarray, labels: tuple[str, str] 
     label_height = int(np.clip(round(width / 28), MIN_LABEL_HEIGHT, MAX_LABEL_HEIGHT))
     strip = label_strip(list(labels), [width + GAP // 2, width + GAP - GAP // 2], label_height)
     return np.concatenate([strip, np.concatenate([before, gap, after], axis=1)], axis=0)
+
+
+def save_face_pairs(result: RestoreResult, folder: Path) -> None:
+    """Write each restored face's aligned input crop next to its result: ``face<NN>_<model>.png`` in ``folder``
+    (the input twice for a face whose input was kept)."""
+    for record, (crop, restored) in zip((r for r in result.faces if r.decision != SKIPPED), result.pairs,
+                                        strict=False):
+        right = restored if restored is not None else crop
+        if right.shape != crop.shape:
+            right = cv2.resize(right, (crop.shape[1], crop.shape[0]), interpolation=cv2.INTER_LANCZOS4)
+        write_image(folder / f"face{record.index:02d}_{record.model or 'input'}.png", np.hstack([crop, right]))

@@ -16,7 +16,7 @@ from gpen_fewshot.data.io import read_image_layers, write_image, write_image_lay
 from gpen_fewshot.export import ExportError, PersonWeights, load_person
 from gpen_fewshot.faces.identity import SAME_PERSON_THRESHOLD
 from gpen_fewshot.faces.paste import FacePaste, PasteConfig, paste_faces
-from gpen_fewshot.restoration.comparison import comparison_path, faces_dir, side_by_side
+from gpen_fewshot.restoration.comparison import comparison_path, faces_dir, save_face_pairs, side_by_side
 from gpen_fewshot.restoration.guard import GuardedRunner, Job, Progress
 from gpen_fewshot.restoration.models import BASE, FaceModel, PersonModel, load_base_model
 from gpen_fewshot.restoration.records import NO_PERSONS, SKIPPED, FaceRecord, RestoreResult
@@ -242,7 +242,7 @@ class Restorer:
             atomic_write_json(sidecar_path(output_path), {"input": str(input_path), "output": str(output_path),
                                                           **result.to_dict()})
         if save_faces:
-            _save_pairs(result, faces_dir(output_path))
+            save_face_pairs(result, faces_dir(output_path))
         if compare:
             scale, alpha = self.options.scale, self.options.alpha
             labels = ("input" + (f" (x{scale}, Lanczos)" if scale > 1 else ""),
@@ -394,12 +394,3 @@ def _blend(jobs: list[Job], alpha: float) -> None:
             source = job.crop(job.output_model.size, job.output_model.template).astype(np.float32)
             mixed = alpha * job.output.astype(np.float32) + (1.0 - alpha) * source
             job.output = np.clip(np.rint(mixed), 0, 255).astype(np.uint8)
-
-
-def _save_pairs(result: RestoreResult, folder: Path) -> None:
-    for record, (crop, restored) in zip((r for r in result.faces if r.decision != SKIPPED), result.pairs,
-                                        strict=False):
-        right = restored if restored is not None else crop
-        if right.shape != crop.shape:
-            right = cv2.resize(right, (crop.shape[1], crop.shape[0]), interpolation=cv2.INTER_LANCZOS4)
-        write_image(folder / f"face{record.index:02d}_{record.model or 'input'}.png", np.hstack([crop, right]))

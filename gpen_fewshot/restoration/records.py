@@ -99,7 +99,8 @@ class FaceRecord:
         if self.model == "base":
             used = f"{base_label} (base{'; ' + why if why else ''})"
         else:
-            used = f"{self.model} at strength {self.strength_used:g}" + (f" ({why})" if why else "")
+            base_weights = " = its base weights" if self.strength_used == 0 else ""
+            used = f"{self.model} at strength {self.strength_used:g}{base_weights}" + (f" ({why})" if why else "")
         return f"restored with {used}{rejected}"
 def _step(step: GuardStep, base_label: str) -> str:
     return f"{base_label} (base)" if step.model == "base" else f"{step.model} at strength {step.strength:g}"

@@ -174,14 +174,16 @@ def test_face_lines_group_equal_outcomes_and_say_why() -> None:
     faces = [record(0), record(1), record(2), record(3, decision=SKIPPED, note="not the centre face"), record(4),
              record(5, model="alice", person="alice", strength_used=0.5, route_reason="identity distance 0.31 < 0.60",
                     guard=[GuardStep("alice", 1.0, 0.71, False), GuardStep("alice", 0.5, 0.4, True)]),
+             record(7, model="alice", person="alice", strength_used=0.0, route_reason="forced by --weights"),
              record(6, decision=KEPT_INPUT, model=None, note="identity drift above 0.6 at every strength",
                     guard=[GuardStep("base", 0.0, 0.8, False)])]
-    assert face_counts(faces) == "7 faces found: 5 restored, 1 kept as input, 1 skipped"
+    assert face_counts(faces) == "8 faces found: 6 restored, 1 kept as input, 1 skipped"
     assert face_lines(faces, "gpen-compact-256") == [
         "faces 0-2, 4: restored with gpen-compact-256 (base)",
         "face 3: skipped: not the centre face",
         "face 5: restored with alice at strength 0.5 (identity distance 0.31 < 0.60); identity guard rejected "
         "alice at strength 1 (drift 0.710)",
+        "face 7: restored with alice at strength 0 = its base weights (forced by --weights)",
         "face 6: kept the input face (identity drift above 0.6 at every strength); identity guard rejected "
         "gpen-compact-256 (base) (drift 0.800)",
     ]
