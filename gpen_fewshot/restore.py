@@ -25,6 +25,7 @@ from gpen_fewshot.restoration.models import (
     run_model,
 )
 from gpen_fewshot.restoration.pipeline import (
+    BACKGROUND_UPSAMPLERS,
     BACKGROUND_UPSCALER,
     NoFaceError,
     RestoreOptions,
@@ -35,6 +36,7 @@ from gpen_fewshot.restoration.records import FaceRecord, GuardStep, RestoreResul
 from gpen_fewshot.restoration.routing import Route, route_faces
 
 __all__ = [
+    "BACKGROUND_UPSAMPLERS",
     "BACKGROUND_UPSCALER",
     "BASE",
     "DEFAULT_BASES",

@@ -16,6 +16,7 @@ import numpy as np
 
 from gpen_fewshot.data.degradations import build_degradation, sample_rng
 from gpen_fewshot.data.io import read_image, to_float, to_uint8, write_image
+from gpen_fewshot.utils.drawing import draw_text
 
 _HEADER_PX = 28
 _GAP_PX = 4
@@ -49,7 +50,7 @@ def load_tile(path: str, crop: list[int] | None, size: int) -> np.ndarray:
 def labelled(tile: np.ndarray, text: str) -> np.ndarray:
     """uint8 tile with a white header strip holding ``text``."""
     header = np.full((_HEADER_PX, tile.shape[1], 3), 255, np.uint8)
-    cv2.putText(header, text, (6, _HEADER_PX - 9), cv2.FONT_HERSHEY_SIMPLEX, 0.6, (0, 0, 0), 1, cv2.LINE_AA)
+    draw_text(header, text, (6, _HEADER_PX - 9), 17)
     return np.concatenate([header, tile], axis=0)
 
 

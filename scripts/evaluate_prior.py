@@ -46,8 +46,9 @@ from gpen_fewshot.evaluation.runner import resolve_device
 from gpen_fewshot.faces.identity import SAME_PERSON_THRESHOLD
 from gpen_fewshot.restoration.models import run_model
 from gpen_fewshot.utils.atomic import atomic_write_json, atomic_write_text
+from gpen_fewshot.utils.drawing import draw_text, text_width
 
-FONT, FONT_SCALE, LINE_HEIGHT = cv2.FONT_HERSHEY_SIMPLEX, 0.6, 22  # capital letters about 13 px tall
+FONT_SIZE, LINE_HEIGHT = 17, 22  # px; capital letters about 13 px tall
 MIN_TILE = 128  # grid tiles of smaller crops are enlarged so that their labels fit
 GRID_ROWS = 8
 
@@ -108,12 +109,11 @@ def load_checked(spec: str, size: int) -> tuple[torch.nn.Module, dict]:
 
 # ------------------------------------------------------------------------------------------------ grid
 def _text_width(text: str) -> int:
-    return cv2.getTextSize(text, FONT, FONT_SCALE, 1)[0][0]
+    return text_width(text, FONT_SIZE)
 
 
 def wrap_label(text: str, width: int) -> list[str]:
-    """Lines of ``text`` (ASCII) each narrower than ``width`` px, broken after / _ - . or space if possible."""
-    text = text.encode("ascii", "replace").decode()
+    """Lines of ``text`` each narrower than ``width`` px, broken after / _ - . or space if possible."""
     lines = [""]
     for token in re.findall(r"[^/_\-. ]+[/_\-. ]*|[/_\-. ]+", text):
         if _text_width(lines[-1] + token) <= width:
@@ -136,8 +136,7 @@ def label_strip(texts: Sequence[str], tile: int) -> np.ndarray:
     for col, lines in enumerate(wrapped):
         for row, line in enumerate(lines):
             x = col * tile + max(4, (tile - _text_width(line)) // 2)
-            cv2.putText(strip, line, (x, 4 + LINE_HEIGHT * (row + 1) - 6), FONT, FONT_SCALE, (0, 0, 0), 1,
-                        cv2.LINE_AA)
+            draw_text(strip, line, (x, 4 + LINE_HEIGHT * (row + 1) - 6), FONT_SIZE)
     return strip
 
 

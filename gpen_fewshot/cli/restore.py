@@ -6,6 +6,8 @@ Examples::
     python restore.py -i photo.jpg -o out.png --person alice
     python restore.py -i family/ -o restored/ --persons-dir data/persons --strength 0.7 --scale 2
     python restore.py -i crops/ --aligned --weights data/persons/alice/weights
+    python restore.py -i old.jpg --compare               # also old_compare.jpg: input | restored, labelled
+    python restore.py -i photos/ -o results/ -s 2 --ext png --suffix restored --only_center_face  # GFPGAN's flags
 
 Each output gets a JSON sidecar ``<output>.json`` (per face: box, person or base, identity distance, strength
 used, identity-guard decisions). Exit code: 0 when every input was restored, 1 when some failed (each failure
@@ -18,12 +20,20 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import shlex
 import sys
+import time
 from pathlib import Path
+from typing import NoReturn
 
 import torch
+
+from gpen_fewshot.cli.restore_outputs import (  # noqa: F401  (public here since issue 15)
+    EXTENSIONS,
+    plan_outputs,
+    refuse_overwriting_inputs,
+    skipped_files,
+)
 
 DEMO_INPUT = Path("data") / "demo" / "group" / "Solvay_conference_1927.png"
 EXIT_OK, EXIT_FAILURES, EXIT_SETUP, EXIT_INTERRUPTED = 0, 1, 2, 130
@@ -37,9 +47,16 @@ class Interrupted(Exception):
         self.written = written
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """Argument errors in one line (the usage of this many options would bury the message), exit code 2."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_SETUP, f"error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    """The command-line interface."""
-    p = argparse.ArgumentParser(prog="gpen-restore", description="Restore the faces of photos.",
+    """The command-line interface (GFPGAN / CodeFormer / GPEN option names are accepted as aliases)."""
+    p = OneLineParser(prog="gpen-restore", description="Restore the faces of photos.",
                                 epilog=__doc__.split("\n\n", 1)[1],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("-i", "--input", type=Path, default=None,
@@ -49,6 +66,12 @@ def build_parser() -> argparse.ArgumentParser:
                         "without an extension; default: output_<name> in the current folder)")
     p.add_argument("--overwrite", action="store_true",
                    help="allow an output to replace one of the input files (refused otherwise)")
+    p.add_argument("--ext", default="auto", choices=EXTENSIONS,
+                   help="format of the outputs named here (auto: the input's; default: %(default)s)")
+    p.add_argument("--suffix", default="", help="appended to the output names after '_' (a.jpg -> a_SUFFIX.jpg)")
+    p.add_argument("--compare", action="store_true",
+                   help="also write <output stem>_compare.<ext> (input | restored, labelled) and the face pairs "
+                        "of --save-faces")
     who = p.add_argument_group("models")
     who.add_argument("--base", default=None,
                      help="base model: weights name, checkpoint file or export directory (default: the base the first "
@@ -59,7 +82,12 @@ def build_parser() -> argparse.ArgumentParser:
                      help="where person names are looked up; without --person, register every person in it")
     who.add_argument("--weights", type=Path, default=None,
                      help="a person export applied to EVERY face (no identity matching)")
-    who.add_argument("--strength", type=float, default=1.0, help="0 = base weights, 1 = the person's weights (default: %(default)s)")
+    who.add_argument("--strength", type=float, default=1.0,
+                     help="person weights: 0 = the base's, 1 = the person's, interpolated between (default: "
+                          "%(default)s)")
+    who.add_argument("--alpha", type=float, default=1.0,
+                     help="GPEN's --alpha: blend each restored face with its input face, alpha * restored + "
+                          "(1 - alpha) * input (pixels, every face; --strength mixes weights; default: %(default)s)")
     who.add_argument("--match-threshold", type=float, default=None,
                      help="identity distance below which a face is a registered person (default: dlib's 0.6)")
     guard = who.add_mutually_exclusive_group()
@@ -68,12 +96,17 @@ def build_parser() -> argparse.ArgumentParser:
                             "(default: %(default)s)")
     guard.add_argument("--no-guard", action="store_true", help="disable the identity guard")
     faces = p.add_argument_group("faces")
-    faces.add_argument("--scale", type=int, default=1,
-                       help="upscale the whole photo (background: OpenCV Lanczos, no SR model)")
-    faces.add_argument("--aligned", action="store_true", help="inputs are aligned face crops")
+    faces.add_argument("-s", "--scale", "--upscale", dest="scale", type=int, default=1,
+                       help="upscale the whole photo by this integer factor (default: %(default)s)")
+    faces.add_argument("--bg_upsampler", "--bg-upsampler", dest="bg_upsampler", default="lanczos",
+                       help="background upscaling when --scale > 1: lanczos or none (the same here: OpenCV "
+                            "Lanczos, no super-resolution model; default: %(default)s)")
+    faces.add_argument("--aligned", "--has_aligned", dest="aligned", action="store_true",
+                       help="inputs are aligned face crops")
     faces.add_argument("--save-faces", action="store_true",
                        help="also write input|restored crop pairs to <output stem>_faces/")
-    faces.add_argument("--only-center-face", action="store_true", help="restore only the most central face")
+    faces.add_argument("--only-center-face", "--only_center_face", dest="only_center_face", action="store_true",
+                       help="restore only the face nearest the image centre")
     faces.add_argument("--min-face-size", type=float, default=0.0, help="skip faces smaller than this (px)")
     faces.add_argument("--detector", default="auto", choices=("auto", "resnet50", "mobilenet0.25"))
     faces.add_argument("--no-color-match", action="store_true", help="paste without seam colour matching")
@@ -81,7 +114,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
     run.add_argument("--fp16", action="store_true", help="float16 autocast (CUDA only)")
     run.add_argument("--batch-size", type=int, default=4, help="faces per forward pass (default: %(default)s)")
-    run.add_argument("-q", "--quiet", action="store_true", help="no per-face lines")
+    run.add_argument("-q", "--quiet", action="store_true",
+                     help="only the last line (and errors): no model, per-photo or per-face lines, no progress bars")
     run.add_argument("--debug", action="store_true", help="show the full traceback of errors (for bug reports)")
     return p
 
@@ -96,83 +130,6 @@ def default_input() -> Path:
         if (root / DEMO_INPUT).is_file():
             return root / DEMO_INPUT
     return Path.cwd() / DEMO_INPUT
-
-
-def plan_outputs(input_path: Path, output: str | None) -> list[tuple[Path, Path]]:
-    """(input, output) pairs. Outputs keep the input file names (and formats) inside an output folder; a
-    single input defaults to ``./output_<name>``.
-
-    Args:
-        input_path: image file or folder.
-        output: output file or folder as typed (a trailing '/' marks a folder), or None.
-
-    Raises:
-        FileNotFoundError: the input does not exist or a folder holds no images.
-        ValueError: a single input's output file has an extension no supported format uses.
-    """
-    from gpen_fewshot.data.io import list_images
-
-    if input_path.is_dir():
-        images = list_images(input_path)
-        if not images:
-            raise FileNotFoundError(f"{input_path}: no images in this folder")
-        folder = Path(output) if output is not None else Path.cwd() / f"output_{input_path.name}"
-        return [(image, folder / image.name) for image in images]
-    if not input_path.exists():
-        raise FileNotFoundError(f"{input_path}: no such file or folder")
-    if output is None:
-        return [(input_path, Path.cwd() / f"output_{input_path.name}")]
-    target = Path(output)
-    if target.is_dir() or output.endswith(("/", os.sep)) or not target.suffix:
-        return [(input_path, target / input_path.name)]
-    return [(input_path, _output_file(target))]
-
-
-def _output_file(target: Path) -> Path:
-    """``target`` if its extension is a format we write; a dotted folder name needs a trailing '/'."""
-    from gpen_fewshot.data.io import IMAGE_EXTENSIONS
-
-    if target.suffix.lower() not in IMAGE_EXTENSIONS:
-        raise ValueError(f"{target}: unsupported output format {target.suffix!r} (use one of "
-                         f"{', '.join(IMAGE_EXTENSIONS)}; end the path with '/' for a folder)")
-    return target
-
-
-def refuse_overwriting_inputs(pairs: list[tuple[Path, Path]]) -> None:
-    """Raise when an output would replace one of the inputs (same file: inode compared, links included).
-
-    Raises:
-        ValueError: names the output and the input it would replace.
-    """
-    inputs = {_file_id(source): source for source, _ in pairs}
-    for _, target in pairs:
-        replaced = inputs.get(_file_id(target)) if target.exists() else None
-        if replaced is not None:
-            raise ValueError(f"{target}: the output would overwrite the input {replaced}; choose another -o "
-                             "or pass --overwrite")
-
-
-def _file_id(path: Path) -> tuple[int, int]:
-    stat = path.stat()
-    return stat.st_dev, stat.st_ino
-
-
-def skipped_files(input_path: Path) -> list[tuple[Path, str]]:
-    """Visible entries of an input folder that are not restored, with the reason (nothing is skipped silently)."""
-    from gpen_fewshot.data.io import IMAGE_EXTENSIONS
-
-    if not input_path.is_dir():
-        return []
-    skipped = []
-    for path in sorted(p for p in input_path.iterdir() if not p.name.startswith(".")):
-        if path.is_symlink() and not path.exists():
-            skipped.append((path, "broken symbolic link"))
-        elif path.is_dir():
-            skipped.append((path, "sub-folder (folders are not searched recursively)"))
-        elif path.suffix.lower() not in IMAGE_EXTENSIONS:
-            what = f"unsupported format {path.suffix!r}" if path.suffix else "no image extension"
-            skipped.append((path, f"{what} (supported: {', '.join(IMAGE_EXTENSIONS)})"))
-    return skipped
 
 
 def resolve_device(name: str, fp16: bool) -> tuple[torch.device, bool]:
@@ -214,6 +171,7 @@ def _options(args: argparse.Namespace, fp16: bool):
         extra["match_threshold"] = args.match_threshold
     return RestoreOptions(
         strength=args.strength, scale=args.scale, aligned=args.aligned, only_center_face=args.only_center_face,
+        alpha=args.alpha, background=args.bg_upsampler,
         min_face_size=args.min_face_size, batch_size=args.batch_size, fp16=fp16,
         guard_threshold=None if args.no_guard else args.guard_threshold,
         paste=PasteConfig(color_match=not args.no_color_match), **extra,
@@ -253,12 +211,16 @@ def _default_base(persons: list):
         if person.has_base:
             model = FaceModel(person.build_generator(0.0), person.size, BASE, person.template)
             model.source = f"base of {person.name}"
+            base = person.base
+            model.label = base.name if base is not None else f"base of {person.name}"
+            model.origin = f"the base {person.name} was tuned from" + (f": {base.path}" if base is not None else "")
             return model
     return load_base_model(None)
 
 
 def _restore_all(restorer, pairs: list[tuple[Path, Path]], args: argparse.Namespace) -> int:
-    """Restore every pair; returns the number of failed inputs.
+    """Restore every pair, with progress bars (stderr) over the photos and over each photo's faces; returns the
+    number of failed inputs.
 
     Raises:
         Interrupted: Ctrl-C; carries how many outputs were written (each one atomically, so none is partial).
@@ -266,24 +228,58 @@ def _restore_all(restorer, pairs: list[tuple[Path, Path]], args: argparse.Namesp
     from tqdm.auto import tqdm
 
     failures = written = 0
+    nested = len(pairs) > 1
     try:
-        for source, target in tqdm(pairs, desc="restoring", unit="photo", disable=len(pairs) < 2 or args.quiet):
+        for source, target in tqdm(pairs, desc="photos", unit="photo", disable=not nested or args.quiet or None):
+            started = time.perf_counter()
+            faces_bar = tqdm(desc="detecting faces", unit="face", leave=False, position=int(nested),
+                             disable=args.quiet or None)
             try:
-                result = restorer.restore_file(source, target, save_faces=args.save_faces)
+                result = restorer.restore_file(source, target, save_faces=args.save_faces or args.compare,
+                                               compare=args.compare, progress=_face_progress(faces_bar))
             except Exception as err:  # one bad input must not stop a batch: report it in one line, go on
                 if args.debug:
                     raise
                 tqdm.write(f"{source}: {_one_line(err, source)}", file=sys.stderr)
                 failures += 1
                 continue
+            finally:
+                faces_bar.close()
             written += 1
             if not args.quiet:
-                for record in result.faces:
-                    tqdm.write(f"{source.name}: {record.summary()}")
-                tqdm.write(f"{source.name}: wrote {target}")
+                _report(source, target, result, time.perf_counter() - started, args, tqdm.write)
     except KeyboardInterrupt:
         raise Interrupted(written) from None
     return failures
+
+
+def _face_progress(bar):
+    """``progress(finished, total)`` for the pipeline, driving ``bar`` (which waits through detection)."""
+
+    def update(finished: int, total: int) -> None:
+        if bar.total != total:
+            bar.reset(total=total)
+            bar.set_description("restoring faces")
+        bar.update(finished - bar.n)
+
+    return update
+
+
+def _report(source: Path, target: Path, result, seconds: float, args: argparse.Namespace, write) -> None:
+    """The photo's lines: faces found / restored / skipped, one line per outcome, the files written."""
+    from gpen_fewshot.cli.restore_report import face_counts, face_lines, written_line
+    from gpen_fewshot.restoration.comparison import comparison_path, faces_dir
+    from gpen_fewshot.restoration.pipeline import sidecar_path
+
+    write(f"{source.name}: {face_counts(result.faces)} ({seconds:.1f} s)")
+    for line in face_lines(result.faces, result.info.get("base_label", "base")):
+        write(f"  {line}")
+    extras = [sidecar_path(target)]
+    if args.compare:
+        extras.append(comparison_path(target))
+    if args.save_faces or args.compare:
+        extras.append(faces_dir(target))
+    write(f"  {written_line(target, extras)}")
 
 
 def _one_line(err: Exception, source: Path) -> str:
@@ -294,16 +290,16 @@ def _one_line(err: Exception, source: Path) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point; returns the exit code (0 ok, 1 some inputs failed, 2 could not start, 130 interrupted)."""
+    started = time.perf_counter()
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
-    if not 0.0 <= args.strength <= 1.0:
-        parser.error(f"--strength must be in [0, 1], got {args.strength}")
-    if args.scale < 1 or args.batch_size < 1:
-        parser.error("--scale and --batch-size must be >= 1")
+    problem = _check(args)
+    if problem:
+        parser.error(problem)
     pairs: list[tuple[Path, Path]] = []
     try:
-        return _run(args, pairs)
+        return _run(args, pairs, started)
     except KeyboardInterrupt:  # before the batch started (loading models): nothing was written
         written = 0
     except Interrupted as stop:
@@ -312,11 +308,32 @@ def main(argv: list[str] | None = None) -> int:
     return EXIT_INTERRUPTED
 
 
-def _run(args: argparse.Namespace, pairs: list[tuple[Path, Path]]) -> int:
+def _check(args: argparse.Namespace) -> str | None:
+    """What is wrong with the option values, in one line, or None."""
+    from gpen_fewshot.restoration.pipeline import BACKGROUND_UPSAMPLERS
+
+    if not 0.0 <= args.strength <= 1.0:
+        return f"--strength must be in [0, 1], got {args.strength}"
+    if not 0.0 <= args.alpha <= 1.0:
+        return f"--alpha must be in [0, 1], got {args.alpha}"
+    if args.scale < 1 or args.batch_size < 1:
+        return "--scale and --batch-size must be >= 1"
+    args.bg_upsampler = args.bg_upsampler.lower()
+    if args.bg_upsampler not in BACKGROUND_UPSAMPLERS:
+        return (f"--bg_upsampler {args.bg_upsampler}: not available (no super-resolution model ships with "
+                f"gpen-fewshot); use one of: {', '.join(BACKGROUND_UPSAMPLERS)} (OpenCV Lanczos)")
+    if any(c in args.suffix for c in "/\\"):
+        return f"--suffix {args.suffix!r}: must not contain a path separator"
+    return None
+
+
+def _run(args: argparse.Namespace, pairs: list[tuple[Path, Path]], started: float) -> int:
     """Plan (filling ``pairs``), load the models, restore; returns the exit code."""
+    from gpen_fewshot.cli.restore_report import final_line
+
     input_path = args.input or default_input()
     try:
-        pairs.extend(plan_outputs(input_path, args.output))
+        pairs.extend(plan_outputs(input_path, args.output, args.ext, args.suffix))
         if not args.overwrite:
             refuse_overwriting_inputs(pairs)
         device, fp16 = resolve_device(args.device, args.fp16)
@@ -326,14 +343,16 @@ def _run(args: argparse.Namespace, pairs: list[tuple[Path, Path]]) -> int:
             raise
         print(f"error: {str(err).splitlines()[0]}", file=sys.stderr)
         return EXIT_SETUP
+    if not args.quiet:
+        for line in restorer.describe():
+            print(line)
     skipped = skipped_files(input_path)
     for path, reason in skipped:
         print(f"skipped {shlex.quote(str(path))}: {reason}", file=sys.stderr)
     file_failures = _restore_all(restorer, pairs, args)
     failures += file_failures
-    print(f"restored {len(pairs) - file_failures} of {len(pairs)} photo(s)"
-          + (f"; {failures} failure(s)" if failures else "")
-          + (f"; {len(skipped)} file(s) skipped (listed above)" if skipped else ""))
+    print(final_line(len(pairs) - file_failures, len(pairs), failures, len(skipped), time.perf_counter() - started,
+                     pairs))
     return EXIT_FAILURES if failures else EXIT_OK
 
 

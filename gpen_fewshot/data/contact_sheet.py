@@ -14,13 +14,15 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+from gpen_fewshot.utils.drawing import draw_text, fit_text, text_width
+
 THUMB = 200
 PAD = 6
 BAR = 22
 LINE = 15
 TEXT_LINES = 3
 COLUMNS = 4
-_FONT = cv2.FONT_HERSHEY_SIMPLEX
+HEADER_FONT, TITLE_FONT, TEXT_FONT = 16, 13, 12  # px
 _COLOURS = {"train": (34, 160, 60), "holdout": (40, 100, 220), "rejected": (200, 35, 35)}
 _OTHER_FACE = (235, 200, 0)
 _BACKGROUND = (245, 245, 245)
@@ -96,7 +98,8 @@ def render_contact_sheet(entries: Sequence[SheetEntry], header: str = "", column
     head = 30 if header else 0
     sheet = np.full((head + rows * (tile_h + PAD) + PAD, columns * (tile_w + PAD) + PAD, 3), _BACKGROUND, np.uint8)
     if header:
-        cv2.putText(sheet, _ascii(header), (PAD, 21), _FONT, 0.55, (20, 20, 20), 1, cv2.LINE_AA)
+        draw_text(sheet, fit_text(header, sheet.shape[1] - 2 * PAD, HEADER_FONT), (PAD, 21), HEADER_FONT,
+                  (20, 20, 20))
     for index, entry in enumerate(entries):
         row, col = divmod(index, columns)
         y, x = head + PAD + row * (tile_h + PAD), PAD + col * (tile_w + PAD)
@@ -108,24 +111,24 @@ def _tile(entry: SheetEntry, width: int, height: int) -> np.ndarray:
     tile = np.full((height, width, 3), 255, np.uint8)
     colour = _COLOURS[entry.status]
     tile[:BAR] = colour
-    title = _fit(f"{entry.title}  {entry.label}", width - 2 * PAD, 0.42)
-    cv2.putText(tile, title, (PAD, BAR - 7), _FONT, 0.42, (255, 255, 255), 1, cv2.LINE_AA)
+    title = fit_text(f"{entry.title}  {entry.label}", width - 2 * PAD, TITLE_FONT)
+    draw_text(tile, title, (PAD, BAR - 7), TITLE_FONT, (255, 255, 255))
     top = BAR + PAD
     tile[top : top + THUMB, PAD : PAD + THUMB] = _photo_panel(entry, colour)
     tile[top : top + THUMB, 2 * PAD + THUMB : 2 * PAD + 2 * THUMB] = _crop_panel(entry.crop)
-    lines = textwrap.wrap(_ascii(entry.reason), width=_chars_per_line(width - 2 * PAD, 0.4)) or [""]
+    lines = textwrap.wrap(entry.reason, width=_chars_per_line(width - 2 * PAD, TEXT_FONT)) or [""]
     if len(lines) > TEXT_LINES:
         lines = lines[: TEXT_LINES - 1] + [lines[TEXT_LINES - 1][:-3] + "..."]
     for i, line in enumerate(lines[:TEXT_LINES]):
         y = top + THUMB + PAD + (i + 1) * LINE - 3
-        cv2.putText(tile, line, (PAD, y), _FONT, 0.4, colour if i == 0 else (40, 40, 40), 1, cv2.LINE_AA)
+        draw_text(tile, line, (PAD, y), TEXT_FONT, colour if i == 0 else (40, 40, 40))
     return tile
 
 
 def _photo_panel(entry: SheetEntry, colour: tuple[int, int, int]) -> np.ndarray:
     panel = np.full((THUMB, THUMB, 3), _PANEL, np.uint8)
     if entry.thumbnail is None:
-        cv2.putText(panel, "no image", (60, THUMB // 2), _FONT, 0.5, (90, 90, 90), 1, cv2.LINE_AA)
+        draw_text(panel, "no image", (THUMB // 2, THUMB // 2), TEXT_FONT + 3, (90, 90, 90), anchor="mm")
         return panel
     thumb = entry.thumbnail
     factor = min(1.0, THUMB / max(thumb.shape[:2]))
@@ -153,24 +156,11 @@ def _box(panel: np.ndarray, box: Sequence[float], scale: float, offset: tuple[in
 def _crop_panel(crop: np.ndarray | None) -> np.ndarray:
     if crop is None:
         panel = np.full((THUMB, THUMB, 3), _PANEL, np.uint8)
-        cv2.putText(panel, "no crop", (65, THUMB // 2), _FONT, 0.5, (90, 90, 90), 1, cv2.LINE_AA)
+        draw_text(panel, "no crop", (THUMB // 2, THUMB // 2), TEXT_FONT + 3, (90, 90, 90), anchor="mm")
         return panel
     interpolation = cv2.INTER_AREA if crop.shape[0] > THUMB else cv2.INTER_LINEAR
     return cv2.resize(crop, (THUMB, THUMB), interpolation=interpolation)
 
 
-def _chars_per_line(width: int, font_scale: float) -> int:
-    (char_w, _), _ = cv2.getTextSize("n", _FONT, font_scale, 1)
-    return max(10, width // max(1, char_w))
-
-
-def _fit(text: str, width: int, font_scale: float) -> str:
-    text = _ascii(text)
-    while len(text) > 4 and cv2.getTextSize(text, _FONT, font_scale, 1)[0][0] > width:
-        text = text[:-4] + "..."
-    return text
-
-
-def _ascii(text: str) -> str:
-    """OpenCV's Hershey fonts only draw ASCII; replace anything else with '?'."""
-    return text.encode("ascii", "replace").decode("ascii")
+def _chars_per_line(width: int, size: int) -> int:
+    return max(10, width // max(1, text_width("n", size)))

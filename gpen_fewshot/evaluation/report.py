@@ -23,6 +23,7 @@ import numpy as np
 from gpen_fewshot.data.io import write_image
 from gpen_fewshot.evaluation.values import MetricValue, Unavailable
 from gpen_fewshot.utils.atomic import atomic_write_json, atomic_write_text
+from gpen_fewshot.utils.drawing import draw_text, text_width
 
 MEAN_LEVEL = "mean"
 CSV_FIELDS = ("set", "model", "level", "metric", "value", "delta_vs_base", "best", "unavailable")
@@ -324,16 +325,13 @@ def read_csv(path: str | Path) -> dict:
 
 # ------------------------------------------------------------------------------------------------ grids
 def _label_tile(text: str, width: int, height: int) -> np.ndarray:
-    """White ``height`` x ``width`` tile with ``text`` centred (shortened with "~" to fit; ASCII font)."""
+    """White ``height`` x ``width`` tile with ``text`` centred (shortened with "~" to fit; any Unicode)."""
     tile = np.full((height, width, 3), 255, np.uint8)
-    font, scale = cv2.FONT_HERSHEY_SIMPLEX, height / 40.0
-    text = text.encode("ascii", "replace").decode()
+    size = max(8, round(height * 0.55))
     shown = text
-    while len(shown) > 1 and cv2.getTextSize(shown, font, scale, 1)[0][0] > width - 6:
+    while len(shown) > 1 and text_width(shown, size) > width - 6:
         shown = "~" + shown[2:]  # keep the end: run names differ in their time / job number
-    size = cv2.getTextSize(shown, font, scale, 1)[0]
-    origin = (max(3, (width - size[0]) // 2), (height + size[1]) // 2)
-    cv2.putText(tile, shown, origin, font, scale, (0, 0, 0), 1, cv2.LINE_AA)
+    draw_text(tile, shown, (width // 2, height // 2), size, anchor="mm")
     return tile
 
 

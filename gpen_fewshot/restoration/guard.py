@@ -26,6 +26,7 @@ from gpen_fewshot.restoration.routing import euclidean
 log = logging.getLogger(__name__)
 
 Step = tuple[FaceModel, float]
+Progress = Callable[[int, int], None]
 
 
 class Job:
@@ -138,12 +139,25 @@ class GuardedRunner:
             steps.append(steps[-1] / 2)
         return [(model, s) for s in steps] + [(model, 0.0)]
 
-    def run(self, jobs: Sequence[Job], strength: float) -> None:
-        """Restore every job (sets ``job.output`` / ``job.output_model`` and the records)."""
+    def run(self, jobs: Sequence[Job], strength: float, progress: Progress | None = None) -> None:
+        """Restore every job (sets ``job.output`` / ``job.output_model`` and the records).
+
+        Args:
+            jobs: the faces.
+            strength: requested strength for faces routed to a person.
+            progress: called as ``progress(finished, total)`` after every batch (faces whose result is final).
+        """
         for job in jobs:
             job.steps = self.ladder(job.model, strength)
             job.record.strength_requested = 0.0 if job.model is self.base else float(strength)
-        active = list(jobs)
+        active, finished = list(jobs), [0]
+
+        def report(count: int) -> None:
+            finished[0] += count
+            if progress is not None:
+                progress(finished[0], len(jobs))
+
+        report(0)
         while active:
             groups: dict[tuple[int, float], list[Job]] = {}
             for job in active:
@@ -151,7 +165,11 @@ class GuardedRunner:
                 groups.setdefault((id(model), step_strength), []).append(job)
             active = []
             for members in groups.values():
-                active.extend(self._run_group(members))
+                for start in range(0, len(members), self.batch_size):
+                    batch = members[start : start + self.batch_size]
+                    retry = self._run_group(batch)
+                    active.extend(retry)
+                    report(len(batch) - len(retry))
 
     def _run_group(self, jobs: list[Job]) -> list[Job]:
         """Run one (model, strength) group; returns the jobs that move on to their next step."""

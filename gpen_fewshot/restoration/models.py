@@ -51,7 +51,23 @@ class FaceModel:
         self.template = template
         self.reference_embedding = reference_embedding
         self.source: str | None = None  # where it was loaded from (weights name / path), for reports
+        self.label: str = name  # what the console calls it ("gpen-compact-256" for the base, else the name)
+        self.origin: str | None = None  # where it came from, in words ("bundled with the package: <path>")
         self._on_device: dict[str, ModelFn] = {}
+
+    @property
+    def parameters(self) -> int | None:
+        """Number of parameters (None for a plain callable)."""
+        if isinstance(self._model, nn.Module):
+            return sum(p.numel() for p in self._model.parameters())
+        return None
+
+    def describe(self) -> str:
+        """One line for the console: name, face size, parameters and origin."""
+        facts = [f"{self.size} px faces"]
+        if self.parameters is not None:
+            facts.append(f"{self.parameters / 1e6:.1f} M parameters")
+        return f"{self.label} ({', '.join(facts)})" + (f", {self.origin}" if self.origin else "")
 
     @property
     def supports_strength(self) -> bool:
@@ -80,6 +96,7 @@ class PersonModel(FaceModel):
     def __init__(self, weights: PersonWeights, cache_size: int = 4) -> None:
         super().__init__(_unused, weights.size, weights.name, weights.template, weights.reference_embedding)
         self.weights = weights
+        self.origin = f"person export {weights.path}"
         self._cache: OrderedDict[tuple[float, str], nn.Module] = OrderedDict()
         self._cache_size = max(1, int(cache_size))
 
@@ -178,6 +195,7 @@ def load_base_model(name_or_path: str | os.PathLike | None = None) -> FaceModel:
         weights = load_person(path)
         model = FaceModel(weights.build_generator(), weights.size, BASE, weights.template)
         model.source = str(path)
+        model.label, model.origin = weights.name, f"export folder {path}"
         return model
     from gpen_fewshot.archs.checkpoints import load_generator
 
@@ -189,4 +207,15 @@ def load_base_model(name_or_path: str | os.PathLike | None = None) -> FaceModel:
         raise ExportError(f"{source}: cannot load the base model ({err})") from None
     model = FaceModel(generator, generator.config.size, BASE, "gpen")
     model.source = str(source)
+    model.label, model.origin = _origin(str(source))
     return model
+
+
+def _origin(source: str) -> tuple[str, str]:
+    """(label, origin in words) of a checkpoint given as a registry name or a file path."""
+    if source in REGISTRY:
+        spec = REGISTRY[source]
+        where = "bundled with the package" if spec.location == "bundled" else "downloaded"
+        return source, f"{where}: {destination(source)}"
+    path = Path(source).expanduser()
+    return path.stem, f"file {path}"

@@ -16,9 +16,10 @@ from gpen_fewshot.data.io import read_image_layers, write_image, write_image_lay
 from gpen_fewshot.export import ExportError, PersonWeights, load_person
 from gpen_fewshot.faces.identity import SAME_PERSON_THRESHOLD
 from gpen_fewshot.faces.paste import FacePaste, PasteConfig, paste_faces
-from gpen_fewshot.restoration.guard import GuardedRunner, Job
+from gpen_fewshot.restoration.comparison import comparison_path, faces_dir, save_face_pairs, side_by_side
+from gpen_fewshot.restoration.guard import GuardedRunner, Job, Progress
 from gpen_fewshot.restoration.models import BASE, FaceModel, PersonModel, load_base_model
-from gpen_fewshot.restoration.records import SKIPPED, FaceRecord, RestoreResult
+from gpen_fewshot.restoration.records import NO_PERSONS, SKIPPED, FaceRecord, RestoreResult
 from gpen_fewshot.restoration.routing import Route, forced_routes, route_faces
 from gpen_fewshot.utils.atomic import atomic_write_json
 
@@ -27,6 +28,9 @@ log = logging.getLogger(__name__)
 EMBED_SIZE = 256  # routing embeddings come from crops aligned like the training crops (256, "gpen")
 EMBED_TEMPLATE = "gpen"
 BACKGROUND_UPSCALER = "OpenCV Lanczos (cv2.INTER_LANCZOS4); no super-resolution model"
+# Background upsamplers: "none" is GFPGAN's / CodeFormer's name for "no super-resolution model", which there too
+# means a plain Lanczos resize when upscaling; both names do the same here.
+BACKGROUND_UPSAMPLERS = ("lanczos", "none")
 
 
 class NoFaceError(ValueError):
@@ -50,6 +54,10 @@ class RestoreOptions:
         guard_min_strength: weakest non-zero strength the guard tries before falling back to the base.
         fp16: float16 autocast on CUDA (ignored on CPU).
         paste: paste-back mask and colour-matching parameters.
+        alpha: blend of each restored face with its input face, ``alpha * restored + (1 - alpha) * input``
+            (GPEN's ``--alpha``; 1 = the restored face). Unlike ``strength`` (which interpolates network
+            weights, base to person) this mixes pixels, and applies to base faces too.
+        background: background upsampler when ``scale > 1``, one of ``BACKGROUND_UPSAMPLERS``.
     """
 
     strength: float = 1.0
@@ -63,10 +71,17 @@ class RestoreOptions:
     guard_min_strength: float = 0.125
     fp16: bool = False
     paste: PasteConfig = field(default_factory=PasteConfig)
+    alpha: float = 1.0
+    background: str = "lanczos"
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.strength <= 1.0:
             raise ValueError(f"strength must be in [0, 1], got {self.strength}")
+        if not 0.0 <= self.alpha <= 1.0:
+            raise ValueError(f"alpha must be in [0, 1], got {self.alpha}")
+        if self.background not in BACKGROUND_UPSAMPLERS:
+            raise ValueError(f"background upsampler {self.background!r} is not available (available: "
+                             f"{', '.join(BACKGROUND_UPSAMPLERS)}: OpenCV Lanczos, no super-resolution model)")
         if int(self.scale) != self.scale or self.scale < 1:
             raise ValueError(f"scale must be an integer >= 1, got {self.scale}")
         if self.batch_size < 1:
@@ -166,11 +181,12 @@ class Restorer:
                              self.options.guard_threshold, self.options.guard_min_strength)
 
     # ---------------------------------------------------------------------------------------------- API
-    def restore(self, image: np.ndarray) -> RestoreResult:
+    def restore(self, image: np.ndarray, progress: Progress | None = None) -> RestoreResult:
         """Restore every face of a photo (or one aligned crop with ``options.aligned``).
 
         Args:
             image: uint8 (H, W, 3) RGB.
+            progress: called as ``progress(finished, total)`` over the faces to restore (after detection).
 
         Returns:
             ``RestoreResult`` with the uint8 (H*scale, W*scale, 3) RGB output and per-face records.
@@ -181,12 +197,13 @@ class Restorer:
         if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
             raise ValueError(f"expected a uint8 (H, W, 3) RGB image, got {image.dtype} {image.shape}")
         if self.options.aligned:
-            return self._restore_aligned(image)
+            return self._restore_aligned(image, progress)
         runner = self._runner()
         faces, records = self._detect(image)
         jobs = [Job(record, image, face.landmarks) for face, record in faces]
         self._route(jobs, runner, (EMBED_SIZE, EMBED_TEMPLATE))
-        runner.run(jobs, self.options.strength)
+        runner.run(jobs, self.options.strength, progress)
+        _blend(jobs, self.options.alpha)
         gray = _is_gray(image)
         pastes = [FacePaste(_gray(j.output) if gray else j.output, j.aligned().inverse_affine,
                             j.aligned().crop) for j in jobs if j.output is not None]
@@ -198,26 +215,56 @@ class Restorer:
         return RestoreResult(output, records, pairs, image.shape[:2], scale, self._info(runner))
 
     def restore_file(self, input_path: str | os.PathLike, output_path: str | os.PathLike,
-                     save_faces: bool = False, sidecar: bool = True) -> RestoreResult:
+                     save_faces: bool = False, sidecar: bool = True, compare: bool = False,
+                     progress: Progress | None = None) -> RestoreResult:
         """Read, restore and write one photo (plus the JSON sidecar ``<output>.json`` and optional face pairs).
 
         The input's alpha channel and 16-bit depth are put back (``data.io.write_image_layers``); an output
         format that cannot hold them is logged as a warning.
+
+        Args:
+            input_path: the photo.
+            output_path: where the restored photo goes (format from its extension).
+            save_faces: also write input|restored crop pairs to ``<output stem>_faces/``.
+            sidecar: write ``<output>.json``.
+            compare: also write the labelled input|restored photo ``comparison_path(output_path)``.
+            progress: see :meth:`restore`.
 
         Raises:
             ImageReadError: unreadable input. NoFaceError: no face found.
         """
         output_path = Path(output_path)
         layers = read_image_layers(input_path)
-        result = self.restore(layers.rgb)
+        result = self.restore(layers.rgb, progress)
         for note in write_image_layers(output_path, result.image, layers):
             log.warning(note)
         if sidecar:
             atomic_write_json(sidecar_path(output_path), {"input": str(input_path), "output": str(output_path),
                                                           **result.to_dict()})
         if save_faces:
-            _save_pairs(result, output_path.parent / f"{output_path.stem}_faces")
+            save_face_pairs(result, faces_dir(output_path))
+        if compare:
+            scale, alpha = self.options.scale, self.options.alpha
+            labels = ("input" + (f" (x{scale}, Lanczos)" if scale > 1 else ""),
+                      f"restored: {self.models_label()}" + (f", alpha {alpha:g}" if alpha < 1 else ""))
+            write_image(comparison_path(output_path), side_by_side(layers.rgb, result.image, labels))
         return result
+
+    def describe(self) -> list[str]:
+        """Console lines naming the models in use: base (name, size, origin) and registered persons."""
+        lines = [f"model: {self.base.describe()}"]
+        for name, model in sorted(self.persons.items()):
+            forced = " (applied to every face)" if name == self.force_person else ""
+            lines.append(f"person: {model.describe()}{forced}; strength {self.options.strength:g}")
+        if self.options.alpha < 1.0:
+            lines.append(f"alpha {self.options.alpha:g}: restored faces blended with the input faces")
+        return lines
+
+    def models_label(self) -> str:
+        """The models in use, for labels: ``gpen-compact-256`` or ``alice, bob + gpen-compact-256 (base)``."""
+        if not self.persons:
+            return self.base.label
+        return f"{', '.join(sorted(self.persons))} + {self.base.label} (base)"
 
     # --------------------------------------------------------------------------------------- internals
     def _detect(self, image: np.ndarray) -> tuple[list, list[FaceRecord]]:
@@ -238,7 +285,7 @@ class Restorer:
         if self.force_person is not None:
             routes = forced_routes(len(jobs), self.force_person)
         elif not self.persons:
-            routes = [Route(None, None, {}, "no persons registered")] * len(jobs)
+            routes = [Route(None, None, {}, NO_PERSONS)] * len(jobs)
         else:
             references = {n: m.reference_embedding for n, m in self.persons.items()
                           if m.reference_embedding is not None}
@@ -247,12 +294,13 @@ class Restorer:
         for job, route in zip(jobs, routes, strict=True):
             _apply_route(job, route, self.persons, self.base)
 
-    def _restore_aligned(self, image: np.ndarray) -> RestoreResult:
+    def _restore_aligned(self, image: np.ndarray, progress: Progress | None) -> RestoreResult:
         runner = self._runner()
         record = FaceRecord(0, [0.0, 0.0, float(image.shape[1]), float(image.shape[0])], 1.0)
         job = Job(record, image, None)
         self._route([job], runner, (image.shape[0], EMBED_TEMPLATE))  # the crop as given
-        runner.run([job], self.options.strength)
+        runner.run([job], self.options.strength, progress)
+        _blend([job], self.options.alpha)
         out = job.output if job.output is not None else image
         height, width = (image.shape[0] * self.options.scale, image.shape[1] * self.options.scale)
         if out.shape[:2] != (height, width):
@@ -265,9 +313,11 @@ class Restorer:
     def _info(self, runner: GuardedRunner) -> dict:
         return {
             "base": getattr(self.base, "source", None) or self.base.name,
+            "base_label": self.base.label,
             "persons": sorted(self.persons),
             "forced_person": self.force_person,
             "strength": self.options.strength,
+            "alpha": self.options.alpha,
             "match_threshold": self.options.match_threshold,
             "guard_threshold": self.options.guard_threshold if runner.enabled else None,
             "background_upscaler": BACKGROUND_UPSCALER if self.options.scale > 1 else None,
@@ -335,10 +385,12 @@ def sidecar_path(output_path: str | os.PathLike) -> Path:
     return output_path.with_name(output_path.name + ".json")
 
 
-def _save_pairs(result: RestoreResult, folder: Path) -> None:
-    for record, (crop, restored) in zip((r for r in result.faces if r.decision != SKIPPED), result.pairs,
-                                        strict=False):
-        right = restored if restored is not None else crop
-        if right.shape != crop.shape:
-            right = cv2.resize(right, (crop.shape[1], crop.shape[0]), interpolation=cv2.INTER_LANCZOS4)
-        write_image(folder / f"face{record.index:02d}_{record.model or 'input'}.png", np.hstack([crop, right]))
+def _blend(jobs: list[Job], alpha: float) -> None:
+    """``job.output = alpha * restored + (1 - alpha) * input crop`` (GPEN's ``--alpha``), in place."""
+    if alpha >= 1.0:
+        return
+    for job in jobs:
+        if job.output is not None:
+            source = job.crop(job.output_model.size, job.output_model.template).astype(np.float32)
+            mixed = alpha * job.output.astype(np.float32) + (1.0 - alpha) * source
+            job.output = np.clip(np.rint(mixed), 0, 255).astype(np.uint8)

@@ -9,6 +9,7 @@ import numpy as np
 KEPT_INPUT = "kept input"
 RESTORED = "restored"
 SKIPPED = "skipped"
+NO_PERSONS = "no persons registered"  # route reason of a base-only run (not repeated on the console)
 
 
 @dataclass
@@ -77,25 +78,32 @@ class FaceRecord:
             "note": self.note,
         }
 
-    def summary(self) -> str:
-        """One line for the console."""
-        box = ",".join(f"{v:.0f}" for v in self.box)
-        head = f"face {self.index} (box {box})"
+    def summary(self, base_label: str = "base") -> str:
+        """One line for the console: ``face 3: restored with gpen-compact-256 (base)``.
+
+        Args:
+            base_label: what to call the base model (its weights name).
+        """
+        return f"face {self.index}: {self.outcome(base_label)}"
+
+    def outcome(self, base_label: str = "base") -> str:
+        """What happened to the face, without its index (the console groups faces with the same outcome)."""
         if self.decision == SKIPPED:
-            return f"{head}: skipped ({self.note})"
-        who = self.person if self.person is not None else "base"
-        line = f"{head}: {who} [{self.route_reason}]"
+            return f"skipped: {self.note}"
         failed = [g for g in self.guard if not g.passed]
-        if failed:
-            tried = ", ".join(f"{_step(g)}: drift {_fmt(g.drift)}" for g in failed)
-            line += f"; identity guard rejected {tried}"
+        rejected = ("; identity guard rejected " + ", ".join(f"{_step(g, base_label)} (drift {_fmt(g.drift)})"
+                                                             for g in failed)) if failed else ""
         if self.decision == KEPT_INPUT:
-            return line + f"; kept the input face ({self.note})"
-        return line + f"; restored with {self.model} at strength {self.strength_used:g}"
-
-
-def _step(step: GuardStep) -> str:
-    return step.model if step.model == "base" else f"{step.model} at strength {step.strength:g}"
+            return f"kept the input face ({self.note}){rejected}"
+        why = "" if self.route_reason in ("", NO_PERSONS) else self.route_reason
+        if self.model == "base":
+            used = f"{base_label} (base{'; ' + why if why else ''})"
+        else:
+            base_weights = " = its base weights" if self.strength_used == 0 else ""
+            used = f"{self.model} at strength {self.strength_used:g}{base_weights}" + (f" ({why})" if why else "")
+        return f"restored with {used}{rejected}"
+def _step(step: GuardStep, base_label: str) -> str:
+    return f"{base_label} (base)" if step.model == "base" else f"{step.model} at strength {step.strength:g}"
 
 
 def _fmt(value: float | None) -> str:

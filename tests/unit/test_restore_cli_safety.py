@@ -19,12 +19,15 @@ class FakeRestorer:
         self.calls = 0
         self.interrupt_at = interrupt_at
 
-    def restore_file(self, source: Path, target: Path, save_faces: bool = False):
+    def describe(self) -> list[str]:
+        return ["model: fake"]
+
+    def restore_file(self, source: Path, target: Path, save_faces: bool = False, **kwargs):
         self.calls += 1
         if self.calls == self.interrupt_at:
             raise KeyboardInterrupt
         write_image(target, np.full((8, 8, 3), 7, np.uint8))
-        return SimpleNamespace(faces=[])
+        return SimpleNamespace(faces=[], info={})
 
 
 @pytest.fixture
