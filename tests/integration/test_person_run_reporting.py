@@ -84,6 +84,10 @@ def test_person_run_ends_with_evaluate_and_restore_commands(compose_train, tmp_p
     run_dir = Path(cfg.paths.output_dir)
     assert _command(out, "evaluate.py")[2:] == ["person=obama", f"ckpt={run_dir}"]
     assert _command(out, "restore.py")[-2:] == ["--person", "obama"]  # persons dir: $GPEN_FEWSHOT_PERSONS_DIR
+    card = (run_dir / "export" / "README.md").read_text(encoding="utf-8")  # the model card, registered too
+    assert card == (Path(cfg.paths.persons_dir) / "obama" / "weights" / "README.md").read_text(encoding="utf-8")
+    assert "| training photos | 3 |" in card and "| iterations | 2 |" in card and "| loss | content |" in card
+    assert "| experiment | smoke |" in card and "PSNR (dB" in card and "without that person's consent" in card
 
 
 def test_vetting_summary_names_every_dropped_photo(tmp_path: Path) -> None:
