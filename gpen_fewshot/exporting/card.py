@@ -29,7 +29,7 @@ def _table(rows: list[tuple[str, Any]]) -> list[str]:
     return ["| | |", "|---|---|", *(f"| {key} | {_value(value)} |" for key, value in rows)]
 
 
-def _metrics_section(metrics: Mapping[str, float], identity_loss: str | None) -> list[str]:
+def _metrics_section(name: str, metrics: Mapping[str, float], identity_loss: str | None) -> list[str]:
     lines = ["## Validation metrics", ""]
     if not metrics:
         return [*lines, "None recorded (the run had no held-out photos, or validation was switched off).", ""]
@@ -41,7 +41,8 @@ def _metrics_section(metrics: Mapping[str, float], identity_loss: str | None) ->
     if identity_loss:
         lines += ["", f"Training had a `{identity_loss}` identity loss term, so that network's identity metric "
                       "flatters this model."]
-    lines += ["", "For the comparison with the base model on fixed inputs: `python evaluate.py person=<name>`."]
+    lines += ["", "The comparison with the base model on fixed degraded inputs: "
+                  f"`python evaluate.py person={name}` (with this export registered)."]
     return [*lines, ""]
 
 
@@ -80,7 +81,7 @@ def person_card(person: Mapping[str, Any], config: Mapping[str, Any], recipe: Ma
                              f"{(config.get('tensors') or {}).get('total')} tensors"),
                  ("training config hash", person.get("config_hash"))]), "",
         "## Training recipe", "", *_table(_recipe_rows(recipe)), "",
-        *_metrics_section(person.get("metrics") or {}, person.get("identity_loss")),
+        *_metrics_section(name, person.get("metrics") or {}, person.get("identity_loss")),
         "## Intended use", "",
         f"Restoring old, blurred, noisy or compressed photos **of {name}**: `python restore.py -i photo.jpg "
         f"-o restored.png --person {name}` (other faces in a photo get the base model), or "

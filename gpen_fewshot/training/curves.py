@@ -133,14 +133,13 @@ def plot_curves(history: MetricHistory, path: str | os.PathLike, title: str = ""
     (losses, lrs), (psnr, identity) = figure.subplots(2, 2, sharex=True)
     train = history.train_points()
     loss_keys = sorted({k for p in train for k in p if is_loss_key(k)})
-    _lines(losses, history, train, loss_keys, "training losses (bin means)", log_y=True)
+    _lines(losses, history, train, loss_keys, "training losses (unweighted terms; bin means)", log_y=True)
     _lines(lrs, history, train, [k for k in LR_KEYS if any(k in p for p in train)], "learning rate", log_y=True)
     val_keys = _val_keys({k: 0.0 for p in history.val for k in p})
     _lines(psnr, history, history.val, [k for k in val_keys if k == VAL_PSNR], "validation PSNR (dB, higher = better)",
            marker="o")
     id_keys = [k for k in val_keys if k != VAL_PSNR]
-    _lines(identity, history, history.val, id_keys, "validation identity (distance: lower = better; "
-           "similarity: higher = better)", marker="o")
+    _lines(identity, history, history.val, id_keys, "validation identity", marker="o")
     for axes in (psnr, identity):
         axes.set_xlabel("iteration")
     if title:
@@ -158,14 +157,25 @@ def _lines(axes: Any, history: MetricHistory, points: list[dict[str, float]], ke
     for key in keys:
         x, y = history.series(points, key)
         if x:
-            axes.plot(x, y, label=key, marker=marker, markersize=4, linewidth=1.2)
+            line, = axes.plot(x, y, label=_label(key), marker=marker, markersize=4, linewidth=1.2)
             drawn = True
+            if marker is not None and x[0] == 0 and len(x) > 1:  # validation before training: the base model
+                axes.axhline(y[0], color=line.get_color(), linestyle="--", linewidth=0.8, alpha=0.6,
+                             label="before training")
     if not drawn:
         axes.text(0.5, 0.5, "not logged yet", ha="center", va="center", transform=axes.transAxes, alpha=0.6)
         return
     if log_y and all(v > 0 for key in keys for v in history.series(points, key)[1]):
         axes.set_yscale("log")
     axes.legend(fontsize=8, loc="best")
+
+
+def _label(key: str) -> str:
+    if key.startswith("val/id_distance"):
+        return f"{key} (dlib, lower = better)"
+    if key.startswith("val/identity_"):
+        return f"{key} (cosine, higher = better; trained on)"
+    return key
 
 
 class TrainingCurves(Callback):

@@ -110,6 +110,10 @@ def _export(module: GPENFewShotModule, cfg: DictConfig, datamodule: Any, metrics
     return path
 
 
+def _choice_and_name(choice: str | None, name: str | None) -> str:
+    return str(choice or name) if not choice or not name or choice == name else f"{choice} ({name})"
+
+
 # Overrides that say where things are on this machine, not how the model was trained: kept out of the model card.
 _LOCAL_OVERRIDE = re.compile(r"^[+~]*(paths\.|hydra\.|ckpt_path=|resume=|[\w.]*_dir=)")
 
@@ -127,7 +131,7 @@ def training_recipe(cfg: DictConfig) -> dict[str, Any]:
     optim = cfg.optim
     return {
         "experiment": choices.get("experiment") or "none (configs/train.yaml defaults)",
-        "model": f"{choices.get('model', '?')} ({cfg.model.get('name')})",
+        "model": _choice_and_name(choices.get("model"), cfg.model.get("name")),
         "loss": choices.get("loss", "?"),
         "freezing": choices.get("freezing", "?"),
         "degradation": choices.get("degradation", "?"),
