@@ -1,4 +1,5 @@
-"""Evaluate personalised models against their base: ``python evaluate.py person=alice ckpt=<run dir>``."""
+"""Evaluate personalised models against their base: ``python evaluate.py person=alice [ckpt=<run dir>]`` (no ckpt:
+alice's registered export)."""
 
 import os
 import sys

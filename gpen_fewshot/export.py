@@ -10,7 +10,9 @@ holding
 - ``model.safetensors``: the weights;
 - ``person.json`` (person exports only): name, base model name + sha256, training config hash, number of
   photos, reference identity embedding (128 floats, dlib), final validation metrics, package version and
-  creation time.
+  creation time;
+- ``README.md`` (person exports only): the model card (base model, photos, training recipe, validation
+  metrics, intended use, limitations, and a privacy note: ``person.json`` holds a real person's face embedding).
 
 Storage modes:
 
@@ -36,6 +38,7 @@ Typical use::
 
 from gpen_fewshot.exporting.base import BaseReference, file_sha256, load_base_state_dict, resolve_base
 from gpen_fewshot.exporting.common import (
+    CARD_FILE,
     CONFIG_FILE,
     ENV_PERSONS_DIR,
     FORMAT_NAME,
@@ -53,6 +56,7 @@ from gpen_fewshot.exporting.reader import PersonWeights, load_export_generator, 
 from gpen_fewshot.exporting.writer import copy_export, export_generator, export_person
 
 __all__ = [
+    "CARD_FILE",
     "CONFIG_FILE",
     "ENV_PERSONS_DIR",
     "FORMAT_NAME",

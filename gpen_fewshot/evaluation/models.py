@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import dataclasses
 import glob
+import shlex
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -277,6 +278,28 @@ def resolve_models(ckpt: str | Sequence[str] | None, base: str | None = None,
         raise ModelSpecError("nothing to evaluate: give ckpt=<run dir, checkpoint, export dir, glob or list> "
                              "and/or base=<registry name or path>")
     return [_recorded_base(tuned, template), *tuned]
+
+
+def registered_export(person: str, persons_dir: str | Path | None = None, base: str | None = None) -> str | None:
+    """What ``ckpt`` defaults to: the person's registered export (``<persons dir>/<person>/weights``, the one
+    ``restore.py --person`` uses); None when there is none but a ``base`` alone was asked for.
+
+    Raises:
+        ModelSpecError: no registered export and no ``base``: one line saying how to make one.
+    """
+    from gpen_fewshot.exporting.common import default_export_dir, recover_export_dir
+
+    try:
+        folder = default_export_dir(person, persons_dir)
+    except ValueError as err:
+        raise ModelSpecError(f"person: {err}") from None
+    recover_export_dir(folder)  # an interrupted re-registration leaves the previous export aside
+    if is_export_dir(folder):
+        return str(folder)
+    if base is not None and str(base).strip().lower() not in NO_BASE:
+        return None
+    raise ModelSpecError(f"no ckpt given and person {person!r} has no registered export in {folder}: train one "
+                         f"with `python train.py person={shlex.quote(person)}`, or pass ckpt=<run dir or export>")
 
 
 def _recorded_base(tuned: list[ModelSpec], template: str | None) -> ModelSpec:

@@ -366,7 +366,7 @@ def main(cfg: Mapping[str, Any], progress: bool = True) -> Path:
     from gpen_fewshot.evaluation.models import resolve_models
     from gpen_fewshot.evaluation.report import ReportSettings, write_report
 
-    specs = resolve_models(cfg.get("ckpt"), cfg.get("base"), str(cfg.get("checkpoint", "export")))
+    specs = resolve_models(_ckpt(cfg), cfg.get("base"), str(cfg.get("checkpoint", "export")))
     recorded = recorded_data_settings(specs, cfg.get("person"))
     _warn_other_person(specs, cfg.get("person"))
     merged = {**cfg, **{k: v for k, v in recorded.items() if cfg.get(k) is None}}
@@ -386,6 +386,21 @@ def main(cfg: Mapping[str, Any], progress: bool = True) -> Path:
     for reason in _unavailable(evaluation):
         print(f"unavailable: {reason}")
     return Path(cfg["out_dir"])
+
+
+def _ckpt(cfg: Mapping[str, Any]) -> Any:
+    """``ckpt``, else the person's registered export (see ``registered_export``)."""
+    from gpen_fewshot.evaluation.models import registered_export
+
+    if cfg.get("ckpt") or not cfg.get("person"):
+        return cfg.get("ckpt")
+    export = registered_export(str(cfg["person"]), (cfg.get("paths") or {}).get("persons_dir"), cfg.get("base"))
+    if export is None:
+        log.warning("person %r has no registered export: evaluating the base model alone", cfg["person"])
+    else:
+        log.info("no ckpt given: evaluating the registered export of %r (%s) against its base", cfg["person"],
+                 export)
+    return export
 
 
 def _unavailable(evaluation: EvalResults) -> list[str]:

@@ -15,6 +15,7 @@ FORMAT_VERSION = 1
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
 PERSON_FILE = "person.json"
+CARD_FILE = "README.md"  # person exports: the model card (gpen_fewshot.exporting.card)
 ENV_PERSONS_DIR = "GPEN_FEWSHOT_PERSONS_DIR"  # read by gpen_fewshot.data.person.persons_root
 EMBEDDING_DIM = 128
 MODES = ("delta", "full")

@@ -18,7 +18,9 @@ from torch import Tensor, nn
 
 from gpen_fewshot.archs.gpen import GeneratorConfig
 from gpen_fewshot.exporting.base import BaseReference, load_base_state_dict, resolve_base
+from gpen_fewshot.exporting.card import person_card
 from gpen_fewshot.exporting.common import (
+    CARD_FILE,
     CONFIG_FILE,
     DTYPES,
     EMBEDDING_DIM,
@@ -54,8 +56,10 @@ def export_person(
     mode: str = "delta",
     dtype: str = "fp32",
     identity_loss: str | None = None,
+    recipe: Mapping[str, Any] | None = None,
 ) -> Path:
-    """Write a person's fine-tuned generator as an export directory (atomically replacing an old one).
+    """Write a person's fine-tuned generator as an export directory (atomically replacing an old one), with its
+    model card (``README.md``).
 
     Args:
         generator_ema: the fine-tuned ``GPENGenerator`` (EMA weights); any device.
@@ -72,6 +76,7 @@ def export_person(
         mode: "delta" (only what differs from the base) or "full" (self-contained).
         dtype: "fp32" or "fp16" storage.
         identity_loss: the identity network a loss term of the training read, None when none did.
+        recipe: the training recipe shown in the model card (experiment, loss, iterations, learning rates...).
 
     Returns:
         The export directory.
@@ -99,7 +104,9 @@ def export_person(
         identity_loss=identity_loss,
     )
     config = _config_dict(generator_ema, template, mode, dtype, base, len(stored), tuned)
-    return _write_export(Path(out_dir), config, _to_storage(stored, dtype), dataclasses.asdict(metadata))
+    person = dataclasses.asdict(metadata)
+    return _write_export(Path(out_dir), config, _to_storage(stored, dtype), person,
+                         person_card(person, config, recipe))
 
 
 def export_generator(
@@ -234,7 +241,8 @@ def _config_dict(generator: nn.Module, template: str, mode: str, dtype: str, bas
     }
 
 
-def _write_export(out_dir: Path, config: dict, tensors: dict[str, Tensor], person: dict | None) -> Path:
+def _write_export(out_dir: Path, config: dict, tensors: dict[str, Tensor], person: dict | None,
+                  card: str | None = None) -> Path:
     """Write into a temporary sibling directory, then rename it over ``out_dir``."""
     from safetensors.torch import save_file
 
@@ -245,6 +253,8 @@ def _write_export(out_dir: Path, config: dict, tensors: dict[str, Tensor], perso
         atomic_write_json(tmp / CONFIG_FILE, config)
         if person is not None:
             atomic_write_json(tmp / PERSON_FILE, person)
+        if card is not None:
+            (tmp / CARD_FILE).write_text(card, encoding="utf-8")
         apply_umask(tmp)
         _replace_dir(tmp, out_dir)
     except BaseException:

@@ -3,9 +3,10 @@
 What a finished run writes into ``<run dir>/export/``:
 
 - a **person run** (photos of one person): a person export (``export_person``): ``config.json``,
-  ``model.safetensors`` and ``person.json`` (person name, base model name + sha256, training-config hash,
+  ``model.safetensors``, ``person.json`` (person name, base model name + sha256, training-config hash,
   number of training photos, the person's reference identity embedding = mean dlib embedding of the training
-  crops, final validation metrics). Stored as a ``"delta"`` against the base checkpoint the run started from
+  crops, final validation metrics) and ``README.md`` (its model card: base, photos, recipe, metrics, intended
+  use, limitations, privacy). Stored as a ``"delta"`` against the base checkpoint the run started from
   when some generator parameter stayed frozen in every freezing stage (the stored tensors are the parameters
   trainable in ANY stage); as ``"full"`` (self-contained; the base, if any, still recorded for
   ``strength < 1``) when the run started from random weights or trained everything.
@@ -84,7 +85,8 @@ def reference_embedding(train_crops: Sequence[str | os.PathLike], template: str)
 def export_run(generator_ema: GPENGenerator, stages: Sequence[ResolvedStage], initial_weights: str | None,
                out_dir: str | os.PathLike, template: str, *, person: str | None = None, name: str | None = None,
                train_crops: Sequence[str | os.PathLike] = (), metrics: Mapping[str, float] | None = None,
-               config_digest: str | None = None, dtype: str = "fp32", identity_loss: str | None = None) -> Path:
+               config_digest: str | None = None, dtype: str = "fp32", identity_loss: str | None = None,
+               recipe: Mapping[str, Any] | None = None) -> Path:
     """Write the export of a finished run (see the module docstring for what goes where).
 
     Args:
@@ -100,6 +102,7 @@ def export_run(generator_ema: GPENGenerator, stages: Sequence[ResolvedStage], in
         config_digest: :func:`config_hash` of the training config.
         dtype: "fp32" or "fp16" storage.
         identity_loss: the identity network a loss term read (recorded in a person export's person.json).
+        recipe: the training recipe for a person export's model card (README.md).
 
     Returns:
         The export directory.
@@ -113,14 +116,15 @@ def export_run(generator_ema: GPENGenerator, stages: Sequence[ResolvedStage], in
     args = (person, sorted(trainable), template, dict(metrics or {}), config_digest, len(train_crops),
             reference_embedding(train_crops, template))
     try:
-        return export_person(generator_ema, base, out_dir, *args, mode=mode, dtype=dtype, identity_loss=identity_loss)
+        return export_person(generator_ema, base, out_dir, *args, mode=mode, dtype=dtype, identity_loss=identity_loss,
+                             recipe=recipe)
     except ExportError as error:
         if base is None:
             raise
         # e.g. the base is itself a delta export: still deliver the trained model, self-contained
         log.warning("exporting without a base reference (%s): %s", base, error)
         return export_person(generator_ema, None, out_dir, *args, mode="full", dtype=dtype,
-                             identity_loss=identity_loss)
+                             identity_loss=identity_loss, recipe=recipe)
 
 
 def register_person_export(export_dir: str | os.PathLike, person: str,

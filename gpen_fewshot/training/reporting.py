@@ -5,6 +5,7 @@ be registered, and where the export is (printed commands are shell-quoted, so pa
 from __future__ import annotations
 
 import os
+import re
 import shlex
 from collections import Counter
 from collections.abc import Sequence
@@ -54,9 +55,29 @@ def check_registrable(export_dir: Path) -> None:
                                 f"{export_dir}; make it writable or train with export.register=false")
 
 
+_PLAIN_VALUE = re.compile(r"[A-Za-z0-9_./:+@-]+")
+
+
+def hydra_override(key: str, value: str) -> str:
+    """``key=value`` for a shell command line: Hydra-quoted when ``value`` holds characters its override grammar
+    reads (spaces, commas, ``=``, quotes...), then shell-quoted."""
+    if not _PLAIN_VALUE.fullmatch(value):
+        value = '"' + value.replace('"', '\\"') + '"'
+    return shlex.quote(f"{key}={value}")
+
+
 def export_lines(path: Path, registered: Path | None, person: str | None, iteration: int,
                  persons_dir_option: Path | None, problem: str | None = None) -> str:
-    """The end-of-run message: where the export is and the restore command that uses it."""
+    """The end-of-run message: where the export is, and the commands that evaluate and use it.
+
+    Args:
+        path: the run's export (``<run dir>/export``).
+        registered: where it was registered, None when it was not.
+        person: the person's name; None for a model export without a person (a prior).
+        iteration: the exported iteration.
+        persons_dir_option: the persons folder when it is not the default one (passed on to the commands).
+        problem: why the registration failed, if it did.
+    """
     q = shlex.quote
     if person is None:
         return (f"\nExported the model (EMA generator, iteration {iteration}):\n  {path}\n"
@@ -64,11 +85,17 @@ def export_lines(path: Path, registered: Path | None, person: str | None, iterat
     lines = [f"\nExported the model of person {person!r} (EMA generator, iteration {iteration}):",
              f"  run export: {path}"]
     if registered is None:
-        why = problem or "export.register=false"
-        lines.append(f"  not registered ({why}); use it with: "
-                     f"python restore.py -i photo.jpg -o out.png --weights {q(str(path))}")
+        lines.append(f"  not registered ({problem or 'export.register=false'})")
+        use = f"--weights {q(str(path))}"
     else:
+        lines.append(f"  registered: {registered}")
         where = f" --persons-dir {q(str(persons_dir_option))}" if persons_dir_option is not None else ""
-        lines.append(f"  registered: {registered}  (python restore.py -i photo.jpg -o out.png --person "
-                     f"{q(person)}{where})")
+        use = f"--person {q(person)}{where}"
+    evaluate = [hydra_override("person", person), hydra_override("ckpt", str(path.parent))]
+    if persons_dir_option is not None:  # where evaluate.py finds the person's photos
+        evaluate.append(hydra_override("paths.persons_dir", str(persons_dir_option)))
+    lines += ["  compare it with its base model on the held-out photos:",
+              f"    python evaluate.py {' '.join(evaluate)}",
+              "  restore a photo with it:",
+              f"    python restore.py -i photo.jpg -o restored.png {use}"]
     return "\n".join(lines)

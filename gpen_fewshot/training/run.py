@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import sys
 import warnings
 from pathlib import Path
@@ -94,7 +95,8 @@ def _export(module: GPENFewShotModule, cfg: DictConfig, datamodule: Any, metrics
         train_crops=prepared.train_crops if prepared is not None else (),
         metrics={k.removeprefix("val/"): v for k, v in metrics.items() if k.startswith("val/")},
         config_digest=config_hash(hashable_config(cfg)), dtype=str(options.get("dtype", "fp32")),
-        identity_loss=module.loss_config.identity_network if module.loss_config.uses_identity_network else None)
+        identity_loss=module.loss_config.identity_network if module.loss_config.uses_identity_network else None,
+        recipe=training_recipe(cfg))
     registered, failure = None, None
     if person is not None and options.get("register", True):
         try:
@@ -106,6 +108,41 @@ def _export(module: GPENFewShotModule, cfg: DictConfig, datamodule: Any, metrics
     if failure is not None:
         raise failure
     return path
+
+
+def _choice_and_name(choice: str | None, name: str | None) -> str:
+    return str(choice or name) if not choice or not name or choice == name else f"{choice} ({name})"
+
+
+# Overrides that say where things are on this machine, not how the model was trained: kept out of the model card.
+_LOCAL_OVERRIDE = re.compile(r"^[+~]*(paths\.|hydra\.|ckpt_path=|resume=|[\w.]*_dir=)")
+
+
+def training_recipe(cfg: DictConfig) -> dict[str, Any]:
+    """The recipe rows of a person export's model card: config group choices, length, learning rates."""
+    from hydra.core.hydra_config import HydraConfig
+
+    try:
+        runtime = HydraConfig.get()
+        choices = dict(runtime.runtime.choices)
+        overrides = [o for o in runtime.overrides.task if not _LOCAL_OVERRIDE.match(o)]
+    except ValueError:  # no Hydra context (library use): the composed values alone
+        choices, overrides = {}, []
+    optim = cfg.optim
+    return {
+        "experiment": choices.get("experiment") or "none (configs/train.yaml defaults)",
+        "model": _choice_and_name(choices.get("model"), cfg.model.get("name")),
+        "loss": choices.get("loss", "?"),
+        "freezing": choices.get("freezing", "?"),
+        "degradation": choices.get("degradation", "?"),
+        "iterations": int(cfg.iterations),
+        "batch_size": cfg.data.get("batch_size"),
+        "lr_g": optim.get("lr_g"),
+        "lr_d": optim.get("lr_d"),
+        "lr_schedule": f"{optim.get('schedule')}, {optim.get('warmup_iters')} warm-up iterations",
+        "seed": int(cfg.seed),
+        "overrides": " ".join(overrides) or "none",
+    }
 
 
 def _persons_dir_option(cfg: DictConfig) -> Path | None:

@@ -50,15 +50,44 @@ def test_vetting_summary_first_and_export_path_even_when_registration_fails(comp
     assert (export / "model.safetensors").is_file()
 
 
+def _command(text: str, script: str) -> list[str]:
+    line = next(line for line in text.splitlines() if line.strip().startswith(f"python {script}"))
+    return shlex.split(line)
+
+
 def test_printed_commands_are_shell_quoted(tmp_path: Path) -> None:
-    path = tmp_path / "my runs" / "export"
+    path = tmp_path / "my runs" / "2026-01-01_10-00-00" / "export"
     text = export_lines(path, None, "alice", 10, None)
-    command = text.split("use it with: ")[1]
-    assert shlex.split(command)[-2:] == ["--weights", str(path)]
-    text = export_lines(path, tmp_path / "p q" / "alice" / "weights", "alice", 10, tmp_path / "p q")
-    assert shlex.split(text.split("(python ")[1].rstrip(")"))[-2:] == ["--persons-dir", str(tmp_path / "p q")]
+    assert _command(text, "restore.py")[-2:] == ["--weights", str(path)]
+    assert _command(text, "evaluate.py")[2:] == ["person=alice", f'ckpt="{path.parent}"']  # Hydra-quoted too
+    persons = tmp_path / "p q"
+    text = export_lines(path, persons / "alice" / "weights", "alice", 10, persons)
+    assert _command(text, "restore.py")[-4:] == ["--person", "alice", "--persons-dir", str(persons)]
+    assert _command(text, "evaluate.py")[-1] == f'paths.persons_dir="{persons}"'
     prior = export_lines(path, None, None, 10, None)
     assert f"model.generator_weights={path}" in shlex.split(prior.splitlines()[-1].split("few-shot runs: ")[1][:-1])
+
+
+def test_printed_overrides_parse_back_to_the_paths() -> None:
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    parser = OverridesParser.create()
+    for value in ("/runs/alice/2026-01-01_10-00-00", "/my runs/a,b=c", "/it's \"quoted\"", "/ünï"):
+        override = shlex.split(reporting.hydra_override("ckpt", value))[0]
+        assert parser.parse_override(override).value() == value
+
+
+def test_person_run_ends_with_evaluate_and_restore_commands(compose_train, tmp_path: Path, capsys) -> None:
+    cfg = _person_cfg(compose_train, tmp_path)
+    train(cfg)
+    out = capsys.readouterr().out
+    run_dir = Path(cfg.paths.output_dir)
+    assert _command(out, "evaluate.py")[2:] == ["person=obama", f"ckpt={run_dir}"]
+    assert _command(out, "restore.py")[-2:] == ["--person", "obama"]  # persons dir: $GPEN_FEWSHOT_PERSONS_DIR
+    card = (run_dir / "export" / "README.md").read_text(encoding="utf-8")  # the model card, registered too
+    assert card == (Path(cfg.paths.persons_dir) / "obama" / "weights" / "README.md").read_text(encoding="utf-8")
+    assert "| training photos | 3 |" in card and "| iterations | 2 |" in card and "| loss | content |" in card
+    assert "| experiment | smoke |" in card and "PSNR (dB" in card and "without that person's consent" in card
 
 
 def test_vetting_summary_names_every_dropped_photo(tmp_path: Path) -> None:
