@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 
@@ -47,3 +48,43 @@ def test_app_without_gradio_exits_2_with_the_install_line(monkeypatch: pytest.Mo
     monkeypatch.setitem(sys.modules, "gradio", None)
     assert main(["--port", "1"]) == 2
     assert capsys.readouterr().err.strip() == f"error: {INSTALL_HINT}"
+
+
+def test_a_registered_person_is_loaded_once_and_the_strength_follows_each_request(tmp_path: Path) -> None:
+    """Through the service, as the page calls it: a tiny tuned export under persons/alice/weights (no
+    reference embedding, so its faces route to the base: identity routing itself is tested in
+    test_restore.py), a small photo; the restorer is built once and each request's strength is the one used."""
+    import cv2
+    import torch
+
+    from gpen_fewshot.archs import GPENGenerator
+    from gpen_fewshot.data.io import read_image, write_image
+    from gpen_fewshot.export import export_person
+
+    torch.manual_seed(0)
+    tiny = {"size": 32, "style_dim": 32, "n_mlp": 2, "channel_multiplier": 1, "narrow": 0.125}
+    base, tuned = GPENGenerator(**tiny).eval(), GPENGenerator(**tiny).eval()
+    tuned.load_state_dict(base.state_dict())
+    trainable = tuned.parameter_groups()["to_rgb"]
+    with torch.no_grad():
+        for name, param in tuned.named_parameters():
+            if name in trainable:
+                param.add_(0.2)
+    torch.save(base.state_dict(), tmp_path / "base.pth")
+    export_person(tuned, tmp_path / "base.pth", tmp_path / "persons" / "alice" / "weights", "alice", trainable,
+                  "gpen", {}, None, 3, None)
+    group = read_image(Path(__file__).resolve().parents[2] / "data" / "demo" / "group" / "obama_and_biden.jpg")
+    photo = tmp_path / "group.jpg"
+    write_image(photo, cv2.resize(group, (500, 357), interpolation=cv2.INTER_AREA))
+
+    service = RestoreService(["--device", "cpu", "--no-guard", "--detector", "mobilenet0.25"],
+                             persons_root=tmp_path / "persons", output_root=tmp_path / "out")
+    first = service.restore(photo, "alice", 0.5)
+    second = service.restore(photo, "alice", 1.0)
+    assert service.restorer("alice") is service.restorer("alice")  # kept loaded between requests
+    for result, strength in ((first, 0.5), (second, 1.0)):
+        report = json.loads(result.report.read_text())
+        assert report["persons"] == ["alice"] and report["strength"] == strength
+        assert read_image(result.after).shape == (357, 500, 3)
+        assert result.summary.startswith(f"{len(report['faces'])} face(s); weights: alice at strength {strength:g}")
+    assert first.after.parent != second.after.parent  # one folder per request: nothing is overwritten
