@@ -17,7 +17,8 @@ EXIT_SETUP = 2
 
 def build_parser() -> argparse.ArgumentParser:
     """The command-line interface."""
-    p = argparse.ArgumentParser(prog="gpen-app", description=__doc__.split("\n\n", 1)[0])
+    p = argparse.ArgumentParser(prog="gpen-app", description="Web demo (Gradio): restore the faces of a photo in "
+                                "the browser, at http://127.0.0.1:7860 by default.")
     p.add_argument("--host", default="127.0.0.1",
                    help="address to listen on (default: %(default)s, reachable from this machine only)")
     p.add_argument("--port", type=int, default=7860, help="port (default: %(default)s)")
