@@ -33,6 +33,7 @@ SHRINK_OVERRIDES = [
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "subprocess: runs `python train.py` in a subprocess (10-40 s, runs in CI)")
+    config.addinivalue_line("markers", "browser: drives `python app.py` in headless Chromium (~30 s, runs in CI)")
 
 
 @pytest.fixture
