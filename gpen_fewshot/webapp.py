@@ -75,7 +75,7 @@ class RestoreService:
 
         self._restore_args = list(restore_args)
         parsed = build_parser().parse_args(self._restore_args)  # bad options fail here, not on the first request
-        self.device, self.fp16 = resolve_device(parsed.device, parsed.fp16)
+        self.device, self.precision = resolve_device(parsed.device, parsed.precision)
         self.persons_root = Path(persons_root) if persons_root is not None else persons_dir()
         self.output_root = Path(output_root) if output_root is not None else Path(tempfile.mkdtemp(prefix="gpen-app-"))
         self.output_root.mkdir(parents=True, exist_ok=True)
@@ -116,7 +116,7 @@ class RestoreService:
                 raise ValueError(f"person {choice!r}: no registered export under {self.persons_root}")
         person_args = ["--person", str(export)] if export is not None else []
         args = build_parser().parse_args([*self._restore_args, *person_args])
-        restorer, failures = build_restorer(args, self.device, self.fp16)
+        restorer, failures = build_restorer(args, self.device, self.precision)
         if failures:  # the runner reported it on the console; raise the same error for the page
             load_person(export)
             raise ValueError(f"person {choice!r}: the export at {export} could not be loaded")

@@ -1,7 +1,7 @@
 """Restoration speed: faces/second of the GPEN generator (random weights) at 256 and 512, plus paste-back cost.
 
     python scripts/benchmark_restore.py                       # CPU, 256 and 512 configs, batch 1 and 4
-    python scripts/benchmark_restore.py --sizes 256 --faces 16 --batch-sizes 1 8 --device cuda --fp16
+    python scripts/benchmark_restore.py --sizes 256 --faces 16 --batch-sizes 1 8 --device cuda --precision fp16
 
 Configs: 256 = GPEN-BFR-256 (channel_multiplier 1, narrow 0.5), 512 = GPEN-BFR-512 (channel_multiplier 2,
 narrow 1); style_dim 512, n_mlp 8. The machine's fp32 matmul rate is measured in the same run (the forward
@@ -43,7 +43,7 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def time_generator(size: int, batch: int, faces: int, device: torch.device, fp16: bool) -> float:
+def time_generator(size: int, batch: int, faces: int, device: torch.device, precision: str) -> float:
     """Seconds per face restoring ``faces`` random crops in batches of ``batch`` (after one warm-up batch)."""
     from gpen_fewshot.archs import GPENGenerator
     from gpen_fewshot.restore import run_model
@@ -53,10 +53,10 @@ def time_generator(size: int, batch: int, faces: int, device: torch.device, fp16
     generator.requires_grad_(False)
     rng = np.random.default_rng(0)
     crops = [rng.integers(0, 256, (size, size, 3), dtype=np.uint8) for _ in range(faces)]
-    run_model(generator, crops[:batch], device, batch, fp16)  # warm-up (allocations, kernels)
+    run_model(generator, crops[:batch], device, batch, precision)  # warm-up (allocations, kernels)
     _sync(device)
     start = time.perf_counter()
-    run_model(generator, crops, device, batch, fp16)
+    run_model(generator, crops, device, batch, precision)
     _sync(device)
     return (time.perf_counter() - start) / faces
 
@@ -85,7 +85,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 4])
     parser.add_argument("--faces", type=int, default=4, help="faces timed per measurement (default 4)")
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--fp16", action="store_true", help="float16 autocast (CUDA only)")
+    parser.add_argument("--precision", default="fp32", choices=("fp32", "bf16", "fp16"),
+                        help="autocast precision (fp16: CUDA only)")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     args = parser.parse_args(argv)
     if args.threads:
@@ -93,11 +94,11 @@ def main(argv: list[str] | None = None) -> None:
     device = torch.device(args.device)
     rate = matmul_gflops(device)
     print(f"device {device}, {torch.get_num_threads()} CPU threads, fp32 matmul {rate:.0f} GFLOP/s"
-          + (", fp16 autocast" if args.fp16 and device.type == "cuda" else ""))
+          + (f", {args.precision} autocast" if args.precision != "fp32" else ""))
     print(f"{'config':>7} {'batch':>5} {'s/face':>8} {'faces/s':>8} {'x floor':>8}")
     for size in args.sizes:
         for batch in args.batch_sizes:
-            seconds = time_generator(size, batch, max(args.faces, batch), device, args.fp16)
+            seconds = time_generator(size, batch, max(args.faces, batch), device, args.precision)
             floor = GFLOP_PER_FACE[size] / rate
             print(f"{size:>7} {batch:>5} {seconds:>8.3f} {1 / seconds:>8.2f} {seconds / floor:>8.1f}")
     for size in args.sizes:

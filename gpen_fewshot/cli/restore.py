@@ -112,7 +112,11 @@ def build_parser() -> argparse.ArgumentParser:
     faces.add_argument("--no-color-match", action="store_true", help="paste without seam colour matching")
     run = p.add_argument_group("run")
     run.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
-    run.add_argument("--fp16", action="store_true", help="float16 autocast (CUDA only)")
+    run.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16", "fp16"),
+                     help="auto: bf16 on a CPU with native bf16 units (AVX512-BF16 / AMX), else fp32; "
+                          "bf16 (CPU or CUDA) and fp16 (CUDA) run under autocast")
+    run.add_argument("--fp16", dest="precision", action="store_const", const="fp16",
+                     help="same as --precision fp16 (CUDA only)")
     run.add_argument("--batch-size", type=int, default=4, help="faces per forward pass (default: %(default)s)")
     run.add_argument("-q", "--quiet", action="store_true",
                      help="only the last line (and errors): no model, per-photo or per-face lines, no progress bars")
@@ -132,13 +136,21 @@ def default_input() -> Path:
     return Path.cwd() / DEMO_INPUT
 
 
-def resolve_device(name: str, fp16: bool) -> tuple[torch.device, bool]:
-    """torch device for ``name`` ("auto" = CUDA if available) and whether fp16 stays on (CUDA only)."""
+def resolve_device(name: str, precision: str = "auto") -> tuple[torch.device, str]:
+    """torch device for ``name`` ("auto" = CUDA if available) and the precision to run at there.
+
+    ``auto`` is bf16 only on a CPU with native bf16 units (elsewhere bf16 is emulated and slower than fp32)
+    and fp32 otherwise (CUDA included: fp16/bf16 there are opt-in); fp16 on a CPU falls back to fp32.
+    """
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu") if name == "auto" else torch.device(name)
-    if fp16 and device.type != "cuda":
-        print("warning: --fp16 needs a CUDA device; running in float32 on the CPU", file=sys.stderr)
-        fp16 = False
-    return device, fp16
+    if precision == "auto":
+        from gpen_fewshot.utils.precision import cpu_bf16_supported
+
+        return device, "bf16" if device.type == "cpu" and cpu_bf16_supported() else "fp32"
+    if precision == "fp16" and device.type != "cuda":
+        print("warning: fp16 needs a CUDA device; running in float32 on the CPU", file=sys.stderr)
+        return device, "fp32"
+    return device, precision
 
 
 def _load_persons(args: argparse.Namespace) -> tuple[list, int]:
@@ -162,7 +174,7 @@ def _load_persons(args: argparse.Namespace) -> tuple[list, int]:
     return persons, failures
 
 
-def _options(args: argparse.Namespace, fp16: bool):
+def _options(args: argparse.Namespace, precision: str):
     from gpen_fewshot.faces.paste import PasteConfig
     from gpen_fewshot.restore import RestoreOptions
 
@@ -172,13 +184,13 @@ def _options(args: argparse.Namespace, fp16: bool):
     return RestoreOptions(
         strength=args.strength, scale=args.scale, aligned=args.aligned, only_center_face=args.only_center_face,
         alpha=args.alpha, background=args.bg_upsampler,
-        min_face_size=args.min_face_size, batch_size=args.batch_size, fp16=fp16,
+        min_face_size=args.min_face_size, batch_size=args.batch_size, precision=precision,
         guard_threshold=None if args.no_guard else args.guard_threshold,
         paste=PasteConfig(color_match=not args.no_color_match), **extra,
     )
 
 
-def build_restorer(args: argparse.Namespace, device: torch.device, fp16: bool):
+def build_restorer(args: argparse.Namespace, device: torch.device, precision: str):
     """The Restorer for the parsed arguments, and the number of persons that failed to load.
 
     Raises:
@@ -188,7 +200,7 @@ def build_restorer(args: argparse.Namespace, device: torch.device, fp16: bool):
     from gpen_fewshot.faces.detection import FaceDetector
     from gpen_fewshot.restore import Restorer, load_base_model
 
-    options = _options(args, fp16)
+    options = _options(args, precision)
     persons, failures, force = [], 0, None
     if args.weights is not None:
         forced = load_person(args.weights)
@@ -336,8 +348,8 @@ def _run(args: argparse.Namespace, pairs: list[tuple[Path, Path]], started: floa
         pairs.extend(plan_outputs(input_path, args.output, args.ext, args.suffix))
         if not args.overwrite:
             refuse_overwriting_inputs(pairs)
-        device, fp16 = resolve_device(args.device, args.fp16)
-        restorer, failures = build_restorer(args, device, fp16)
+        device, precision = resolve_device(args.device, args.precision)
+        restorer, failures = build_restorer(args, device, precision)
     except (FileNotFoundError, ValueError, RuntimeError) as err:
         if args.debug:
             raise

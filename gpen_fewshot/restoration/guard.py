@@ -86,18 +86,18 @@ class GuardedRunner:
             optional ``distance(a, b)``), or None: no embeddings, no guard.
         device: torch device.
         batch_size: crops per forward pass.
-        fp16: CUDA float16 autocast.
+        precision: "fp32", "bf16" or "fp16" (``models.run_model``).
         threshold: maximum accepted identity drift; None disables the guard.
         min_strength: weakest non-zero strength tried before strength 0.
     """
 
     def __init__(self, base: FaceModel, embedder_for: Callable[[str], Any] | None, device: torch.device,
-                 batch_size: int, fp16: bool, threshold: float | None, min_strength: float) -> None:
+                 batch_size: int, precision: str, threshold: float | None, min_strength: float) -> None:
         self.base = base
         self.embedder_for = embedder_for
         self.device = device
         self.batch_size = batch_size
-        self.fp16 = fp16
+        self.precision = precision
         self.threshold = threshold
         self.min_strength = min_strength
 
@@ -176,7 +176,7 @@ class GuardedRunner:
         model, strength = jobs[0].steps[jobs[0].step]
         fn = model.get(strength, self.device)
         crops = [job.crop(model.size, model.template) for job in jobs]
-        outputs = run_model(fn, crops, self.device, self.batch_size, self.fp16)
+        outputs = run_model(fn, crops, self.device, self.batch_size, self.precision)
         retry = []
         for job, out in zip(jobs, outputs, strict=True):
             if self._accept(job, model, strength, out):

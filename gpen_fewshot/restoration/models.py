@@ -128,8 +128,12 @@ def _to_device(model: ModelFn, device: torch.device) -> ModelFn:
     return model
 
 
+PRECISIONS = ("fp32", "bf16", "fp16")
+_AUTOCAST = {"bf16": torch.bfloat16, "fp16": torch.float16}
+
+
 def run_model(fn: ModelFn, crops: Sequence[np.ndarray], device: torch.device, batch_size: int,
-              fp16: bool = False) -> list[np.ndarray]:
+              precision: str = "fp32") -> list[np.ndarray]:
     """Restore aligned crops in batches.
 
     Args:
@@ -137,16 +141,19 @@ def run_model(fn: ModelFn, crops: Sequence[np.ndarray], device: torch.device, ba
         crops: uint8 (S, S, 3) RGB crops.
         device: where to run.
         batch_size: crops per forward pass.
-        fp16: float16 autocast (CUDA only; ignored elsewhere).
+        precision: "fp32", "bf16" (autocast, CPU or CUDA) or "fp16" (autocast, CUDA only; fp32 elsewhere).
 
     Returns:
         uint8 (S, S, 3) RGB restored crops, same order.
     """
     outputs: list[np.ndarray] = []
-    use_amp = fp16 and device.type == "cuda"
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+    use_amp = precision == "bf16" or (precision == "fp16" and device.type == "cuda")
+    dtype = _AUTOCAST.get(precision, torch.float32)
     for start in range(0, len(crops), max(1, batch_size)):
         batch = torch.stack([image_to_tensor(c) for c in crops[start : start + batch_size]]).to(device)
-        with torch.inference_mode(), torch.autocast(device.type, dtype=torch.float16, enabled=use_amp):
+        with torch.inference_mode(), torch.autocast(device.type, dtype=dtype, enabled=use_amp):
             out = fn(batch)
         if out.shape != batch.shape:
             raise ValueError(f"model returned shape {tuple(out.shape)} for input {tuple(batch.shape)}")

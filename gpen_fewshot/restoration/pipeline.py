@@ -52,7 +52,7 @@ class RestoreOptions:
         guard_threshold: identity drift (restored vs input crop) above which a result is rejected and a
             weaker strength / the base / the input is used instead; None disables the guard.
         guard_min_strength: weakest non-zero strength the guard tries before falling back to the base.
-        fp16: float16 autocast on CUDA (ignored on CPU).
+        precision: "fp32", "bf16" (autocast on CPU or CUDA) or "fp16" (CUDA autocast; fp32 on the CPU).
         paste: paste-back mask and colour-matching parameters.
         alpha: blend of each restored face with its input face, ``alpha * restored + (1 - alpha) * input``
             (GPEN's ``--alpha``; 1 = the restored face). Unlike ``strength`` (which interpolates network
@@ -69,7 +69,7 @@ class RestoreOptions:
     match_threshold: float = SAME_PERSON_THRESHOLD
     guard_threshold: float | None = 0.6
     guard_min_strength: float = 0.125
-    fp16: bool = False
+    precision: str = "fp32"
     paste: PasteConfig = field(default_factory=PasteConfig)
     alpha: float = 1.0
     background: str = "lanczos"
@@ -177,7 +177,7 @@ class Restorer:
     def _runner(self) -> GuardedRunner:
         usable = self._needs_embeddings() and self.embedder() is not None
         return GuardedRunner(self.base, self.embedder if usable else None, self.device, self.options.batch_size,
-                             self.options.fp16,
+                             self.options.precision,
                              self.options.guard_threshold, self.options.guard_min_strength)
 
     # ---------------------------------------------------------------------------------------------- API

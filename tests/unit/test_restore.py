@@ -149,7 +149,7 @@ def test_guard_ladder_halves_the_strength_down_to_the_base(tmp_path):
     person = PersonModel(load_person(export_person(tuned, base_file, tmp_path / "p", "p", trainable, "gpen",
                                                    {}, None, 3, None)))
     base = FaceModel(lambda x: x, 32)
-    runner = GuardedRunner(base, None, torch.device("cpu"), 4, False, 0.6, 0.125)
+    runner = GuardedRunner(base, None, torch.device("cpu"), 4, "fp32", 0.6, 0.125)
     assert [s for _, s in runner.ladder(person, 1.0)] == [1.0, 0.5, 0.25, 0.125, 0.0]
     assert [s for _, s in runner.ladder(person, 0.6)] == [0.6, 0.3, 0.15, 0.0]
     assert runner.ladder(base, 1.0) == [(base, 0.0)]

@@ -57,12 +57,12 @@ def _parse(*argv: str):
 ])
 def test_aliases_mean_the_same_as_the_existing_options(alias: list[str], canonical: list[str]) -> None:
     assert _parse(*alias) == _parse(*canonical)
-    assert cli._options(_parse(*alias), False) == cli._options(_parse(*canonical), False)
+    assert cli._options(_parse(*alias), "fp32") == cli._options(_parse(*canonical), "fp32")
 
 
 def test_the_options_reach_restore_options() -> None:
     options = cli._options(_parse("-s", "3", "--only_center_face", "--has_aligned", "--alpha", "0.4",
-                                  "--bg_upsampler", "none"), False)
+                                  "--bg_upsampler", "none"), "fp32")
     assert (options.scale, options.only_center_face, options.aligned) == (3, True, True)
     assert (options.alpha, options.background, options.strength) == (0.4, "none", 1.0)
 
@@ -196,6 +196,6 @@ def test_progress_reports_finished_faces_after_every_batch(crop: Path) -> None:
     for job in jobs:
         job.model = base
     calls = []
-    GuardedRunner(base, None, torch.device("cpu"), 2, False, None, 0.125).run(jobs, 1.0,
+    GuardedRunner(base, None, torch.device("cpu"), 2, "fp32", None, 0.125).run(jobs, 1.0,
                                                                             lambda *c: calls.append(c))
     assert calls == [(0, 5), (2, 5), (4, 5), (5, 5)]
