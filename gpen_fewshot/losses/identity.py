@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from gpen_fewshot.faces.identity_net import IdentityEncoder
-from gpen_fewshot.faces.irse50 import IRSE50, BottleneckIRSE, SEModule, load_irse50  # noqa: F401 (public here)
+from gpen_fewshot.faces.irse50 import IRSE50, load_irse50  # noqa: F401 (public here)
 
 _INPUT_SIZE = 112
 # Face box inside a 256-px GPEN crop (rows top/bottom margin, cols left/right margin), as in GPEN's trainer.

@@ -94,8 +94,11 @@ def test_feature_matching_loss() -> None:
 
 
 def test_irse50_has_the_released_layout_and_loads_strictly(tmp_path) -> None:
+    from facexlib.recognition.arcface_arch import Backbone
+
     net = IRSE50()
     state = net.state_dict()
+    assert isinstance(net, Backbone) and len(state) == 397  # facexlib's network, the released file's keys
     assert sum(p.numel() for p in net.parameters()) == 43_797_696
     for key, shape in {"input_layer.0.weight": (64, 3, 3, 3), "body.3.shortcut_layer.0.weight": (128, 64, 1, 1),
                        "body.23.res_layer.5.fc2.weight": (512, 32, 1, 1), "output_layer.3.weight": (512, 25088),
