@@ -80,8 +80,8 @@ def _handler(state: _Server) -> type[BaseHTTPRequestHandler]:
             if state.drop_after is not None:
                 body, state.drop_after = body[: state.drop_after], None
                 self.close_connection = True
+            state.bytes_sent += len(body)  # counted before the write: the client may finish before this line runs
             self.wfile.write(body)
-            state.bytes_sent += len(body)
 
     return Handler
 
