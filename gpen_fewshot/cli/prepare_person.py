@@ -16,7 +16,18 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from gpen_fewshot.data.photo_vetting import VettingSettings
 from gpen_fewshot.faces.alignment import TEMPLATES
+
+
+class _DefaultsWhereMeaningful(argparse.HelpFormatter):
+    """Appends ``(default: X)`` to options with a real default value (not None, not a store_true flag)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if "(default" in text or action.default in (None, False, argparse.SUPPRESS) or not action.option_strings:
+            return text
+        return f"{text} (default: %(default)s)"
 
 
 def _holdout(text: str) -> int | float | None:
@@ -35,25 +46,27 @@ def _holdout(text: str) -> int | float | None:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="prepare_person", description=__doc__.split("\n")[0],
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=_DefaultsWhereMeaningful,
     )
     parser.add_argument("person", help="folder of the person's photos, or a person name under data/persons/")
     parser.add_argument("--size", type=int, default=256, help="crop side in pixels (256, 512, 1024)")
     parser.add_argument("--template", choices=sorted(TEMPLATES), default="gpen", help="alignment template")
-    parser.add_argument("--holdout", type=_holdout, default=None,
-                        help="photos held out for validation: a count, a fraction, or 'auto' (1 when >= 4 usable)")
+    parser.add_argument("--holdout", type=_holdout, default=None, metavar="N|FRACTION|auto",
+                        help="photos held out for validation: a count, a fraction, or auto (1 when >= 4 usable) "
+                             "(default: auto)")
     parser.add_argument("--min-photos", type=int, default=3, help="fewest usable photos accepted")
     parser.add_argument("--out", type=Path, default=None,
-                        help="root of the outputs, written to OUT/<size>_<template>/ (default <person>/.prepared)")
+                        help="root of the outputs, written to OUT/<size>_<template>/ (default: <person>/.prepared, "
+                             "or the user cache when that folder is read-only)")
     parser.add_argument("--detector", choices=("auto", "resnet50", "mobilenet0.25"), default="auto",
                         help="RetinaFace backbone ('auto': ResNet-50 if its weights are present)")
-    parser.add_argument("--min-face-scale", type=float, default=None,
+    parser.add_argument("--min-face-scale", type=float, default=VettingSettings.min_face_scale,
                         help="reject faces with eye distance below this fraction of the template's")
-    parser.add_argument("--min-sharpness", type=float, default=None,
+    parser.add_argument("--min-sharpness", type=float, default=VettingSettings.min_sharpness,
                         help="reject faces whose Laplacian variance is below this")
     parser.add_argument("--no-identity", action="store_true",
-                        help="do not compare identities (group photos then use the largest face)")
-    parser.add_argument("--quiet", action="store_true", help="no progress lines")
+                        help="do not compare identities (group photos then use the largest face) (default: compare)")
+    parser.add_argument("--quiet", action="store_true", help="no progress lines (default: progress shown)")
     return parser
 
 
