@@ -96,13 +96,27 @@ def model_labels(specs: Sequence[str]) -> list[tuple[str, str]]:
     return out
 
 
+def portable_path(path: str | Path) -> str:
+    """A path as it may appear in a shared report: relative to the working folder when inside it, else its last
+    two components (``pretrain/congress``), so that no machine's absolute paths end up in committed results.
+    Registry names pass through."""
+    path = Path(path)
+    if not path.is_absolute() and not path.exists():
+        return str(path)  # a registry name or a relative path
+    resolved = path.resolve()
+    try:
+        return str(resolved.relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(Path(*resolved.parts[-2:]))
+
+
 def load_checked(spec: str, size: int) -> tuple[torch.nn.Module, dict]:
     """Load a generator (eval mode) and check that it restores ``size`` px faces; returns (model, info)."""
     generator = load_generator(spec)
     if generator.config.size != size:
         raise ValueError(f"{spec}: the model restores {generator.config.size} px faces, the faces are {size} px "
                          "(--size must be the model's size and the pretraining crop size)")
-    info = {"spec": spec, "config": asdict(generator.config),
+    info = {"spec": portable_path(spec), "config": asdict(generator.config),
             "parameters": sum(p.numel() for p in generator.parameters())}
     return generator.eval(), info
 
@@ -275,7 +289,8 @@ def evaluate(args: argparse.Namespace) -> dict:
     levels = {level: _level_result(level, inputs, scores, gt_face, args.size,
                                    "grid.png" if k == 0 else f"grid_{level}.png")
               for k, level in enumerate(args.level)}
-    settings = {"faces_dirs": [str(d) for d in args.faces_dir], "cache_dir": str(args.cache_dir or ""),
+    settings = {"faces_dirs": [portable_path(d) for d in args.faces_dir],
+                "cache_dir": portable_path(args.cache_dir) if args.cache_dir else "",
                 **{k: getattr(args, k) for k in ("val_count", "size", "template", "copies", "seed", "limit")},
                 "levels": args.level, "device": str(device), "threshold": SAME_PERSON_THRESHOLD,
                 "baseline": "preset at its scale factor, bicubic back to the crop size = the models' input"}

@@ -193,3 +193,14 @@ def _check_grid(grid: np.ndarray, crops: list[Path]) -> None:
         top = header + r * tile
         expected = cv2.resize(read_image(crop), (tile, tile), interpolation=cv2.INTER_NEAREST)
         assert np.array_equal(grid[top:top + tile, -tile:], expected)
+
+
+def test_reports_hold_no_absolute_machine_paths(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    portable = _script().portable_path
+    folder = tmp_path / "pretrain" / "congress"
+    folder.mkdir(parents=True)
+    monkeypatch.chdir(tmp_path)
+    assert portable(folder) == "pretrain/congress"  # inside the working folder: relative
+    monkeypatch.chdir(folder)
+    assert portable(tmp_path / "pretrain") == str(Path(*tmp_path.parts[-1:], "pretrain"))  # outside: 2 parts
+    assert portable("gpen-compact-256") == "gpen-compact-256"  # a registry name is left alone
