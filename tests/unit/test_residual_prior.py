@@ -35,8 +35,8 @@ def test_residual_layout_has_a_3x3_first_layer_and_open_concatenation_gains() ->
     residual, plain = GPENGenerator(**TINY, residual=True), GPENGenerator(**TINY)
     assert residual.ecd0[0][0].weight.shape[-2:] == (3, 3) and plain.ecd0[0][0].weight.shape[-2:] == (1, 1)
     gains = [p for n, p in residual.named_parameters() if n.endswith(".noise.weight")]
-    assert gains and all(float(p) == 1.0 for p in gains)  # the decoder sees the encoder from the first update
-    assert all(float(p) == 0.0 for n, p in plain.named_parameters() if n.endswith(".noise.weight"))
+    assert gains and all(float(p.detach()) == 1.0 for p in gains)  # the decoder sees the encoder from the first update
+    assert all(float(p.detach()) == 0.0 for n, p in plain.named_parameters() if n.endswith(".noise.weight"))
 
 
 def test_residual_layout_is_inferred_and_loads_strictly(tmp_path: Path) -> None:
