@@ -144,7 +144,8 @@ class RestoreService:
             result = restorer.restore_file(photo, target)
         weights = choice if choice == BASE_CHOICE else f"{choice} at strength {float(strength):g}"
         head = f"{len(result.faces)} face(s); weights: {weights}; base model: {result.info['base']}"
-        lines = [head, *(record.summary() for record in result.faces)]
+        base_name = Path(str(result.info["base"])).stem  # "gpen-compact-256", not "base (base)"
+        lines = [head, *(record.summary(base_name) for record in result.faces)]
         return DemoResult(photo, target, sidecar_path(target), "\n".join(lines))
 
 
