@@ -34,6 +34,8 @@ Typical use::
     weights = load_person("alice")            # or a path to an export directory
     generator = weights.build_generator(strength=0.5)
     restorer = Restorer.from_pretrained("alice")   # gpen_fewshot.restore
+    push_to_hub("data/persons/alice/weights", "me/gpen-alice")   # optional Hub integration (private repo)
+    weights = load_person(from_pretrained("me/gpen-alice"))      # a Hub repo id or a local folder
 """
 
 from gpen_fewshot.exporting.base import BaseReference, file_sha256, load_base_state_dict, resolve_base
@@ -52,6 +54,7 @@ from gpen_fewshot.exporting.common import (
     find_export_dir,
     persons_dir,
 )
+from gpen_fewshot.exporting.hub import from_pretrained, push_to_hub
 from gpen_fewshot.exporting.reader import PersonWeights, load_export_generator, load_person
 from gpen_fewshot.exporting.writer import copy_export, export_generator, export_person
 
@@ -74,9 +77,11 @@ __all__ = [
     "export_person",
     "file_sha256",
     "find_export_dir",
+    "from_pretrained",
     "load_base_state_dict",
     "load_export_generator",
     "load_person",
     "persons_dir",
+    "push_to_hub",
     "resolve_base",
 ]
