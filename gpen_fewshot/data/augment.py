@@ -5,6 +5,11 @@ that keep that geometry roughly intact are used: a horizontal flip (the template
 small zoom of 0.9-1.1 about a slightly jittered centre (output size kept, borders reflected), and
 brightness/contrast jitter. No rotation. Because the degradation runs after this, lq and gt stay
 pixel-aligned.
+
+Optionally the clean crop is also *softened* (resized down by a random factor and back up): many photos users
+restore are upscaled from small faces (CelebA-like: soft but otherwise clean), and a prior that only ever saw
+sharp targets learns to "restore" such faces it should leave alone. A softened crop is both the target and the
+input of the degradation, so the pair teaches "this softness is content, keep it".
 """
 
 from __future__ import annotations
@@ -25,6 +30,10 @@ class AugmentConfig:
         max_shift: centre jitter as a fraction of the side, at most the slack the zoom leaves.
         brightness: additive brightness shift ~ U(-b, b) on [0, 1] images.
         contrast: contrast factor ~ U(1 - c, 1 + c) around the image mean.
+        soften_prob: probability that the crop is softened (0 = never; two extra draws only when > 0, so the
+            random stream of configs without it is unchanged).
+        soften_range: softening factor ~ U(min, max): the crop is resized to side / factor (area) and back
+            (bicubic); 2.5 is a CelebA face aligned at 256 px.
     """
 
     hflip_prob: float = 0.5
@@ -32,6 +41,8 @@ class AugmentConfig:
     max_shift: float = 0.02
     brightness: float = 0.1
     contrast: float = 0.1
+    soften_prob: float = 0.0
+    soften_range: tuple[float, float] = (1.0, 2.5)
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.hflip_prob <= 1.0:
@@ -39,6 +50,10 @@ class AugmentConfig:
         low, high = self.scale_range
         if not 0.0 < low <= high:
             raise ValueError(f"scale_range must be (min, max) with 0 < min <= max, got {self.scale_range}")
+        if not 0.0 <= self.soften_prob <= 1.0:
+            raise ValueError(f"soften_prob must be in [0, 1], got {self.soften_prob}")
+        if not 1.0 <= self.soften_range[0] <= self.soften_range[1]:
+            raise ValueError(f"soften_range must be (min, max) with 1 <= min <= max, got {self.soften_range}")
         for name in ("max_shift", "brightness", "contrast"):
             if not 0.0 <= getattr(self, name) < 1.0:
                 raise ValueError(f"{name} must be in [0, 1), got {getattr(self, name)}")
@@ -61,12 +76,15 @@ def augment_face(img: np.ndarray, rng: np.random.Generator, config: AugmentConfi
         float32 RGB (H, W, 3) in [0, 1], same size as ``img``.
     """
     flip, zoom, shift_x, shift_y, brightness, contrast = _draw(rng, config)
+    soften = _draw_soften(rng, config)
     out = img[:, ::-1] if flip else img
     if zoom != 1.0 or shift_x != 0.0 or shift_y != 0.0:
         out = _zoom(out, zoom, shift_x, shift_y)
     if brightness != 0.0 or contrast != 1.0:
         mean = float(out.mean())
         out = (out - mean) * np.float32(contrast) + np.float32(mean + brightness)
+    if soften > 1.0:
+        out = _soften(out, soften)
     return np.clip(out, 0.0, 1.0).astype(np.float32, copy=False)
 
 
@@ -80,6 +98,24 @@ def _draw(rng: np.random.Generator, cfg: AugmentConfig) -> tuple[bool, float, fl
     brightness = cfg.brightness * (2.0 * float(u[4]) - 1.0)
     contrast = 1.0 + cfg.contrast * (2.0 * float(u[5]) - 1.0)
     return flip, zoom, shift_x, shift_y, brightness, contrast
+
+
+def _draw_soften(rng: np.random.Generator, cfg: AugmentConfig) -> float:
+    """The softening factor of one call (1 = none); draws nothing when softening is off."""
+    if cfg.soften_prob <= 0.0:
+        return 1.0
+    u = rng.random(2)
+    if u[0] >= cfg.soften_prob:
+        return 1.0
+    return cfg.soften_range[0] + (cfg.soften_range[1] - cfg.soften_range[0]) * float(u[1])
+
+
+def _soften(img: np.ndarray, factor: float) -> np.ndarray:
+    """Resize (H, W, 3) down to side / factor (area average) and back up (bicubic): an upscaled small face."""
+    height, width = img.shape[:2]
+    small = (max(1, round(width / factor)), max(1, round(height / factor)))
+    down = cv2.resize(np.ascontiguousarray(img), small, interpolation=cv2.INTER_AREA)
+    return cv2.resize(down, (width, height), interpolation=cv2.INTER_CUBIC)
 
 
 def _zoom(img: np.ndarray, zoom: float, shift_x: float, shift_y: float) -> np.ndarray:

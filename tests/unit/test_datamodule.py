@@ -318,3 +318,23 @@ def test_augment_flip_zoom_and_jitter_are_what_they_say() -> None:
     assert len(shifts) > 10 and max(abs(s) for s in shifts) <= 0.1
     with pytest.raises(ValueError, match="scale_range"):
         AugmentConfig(scale_range=(1.1, 0.9))
+
+
+def test_soften_blurs_like_an_upscaled_small_face_and_leaves_the_stream_of_other_configs_alone() -> None:
+    rng = np.random.default_rng(3)
+    img = rng.random((64, 64, 3)).astype(np.float32)  # white noise: all detail, so softening shows
+    plain = AugmentConfig(hflip_prob=0.0, scale_range=(1.0, 1.0), max_shift=0.0, brightness=0.0, contrast=0.0)
+    soft = AugmentConfig(**{**plain.__dict__, "soften_prob": 1.0, "soften_range": (2.0, 2.0)})
+    out = augment_face(img, sample_rng(0), soft)
+    assert out.shape == img.shape and out.dtype == np.float32
+    detail = lambda x: float(np.abs(np.diff(x, axis=1)).mean())  # noqa: E731
+    assert detail(out) < 0.5 * detail(img)  # high frequencies gone
+    assert abs(float(out.mean()) - float(img.mean())) < 0.01  # colour kept
+    np.testing.assert_array_equal(augment_face(img, sample_rng(0), plain), img)  # off: untouched
+    # soften_prob 0 draws nothing extra: the degradation that follows sees the same random stream as before
+    a, b = sample_rng(5), sample_rng(5)
+    augment_face(img, a, AugmentConfig())
+    augment_face(img, b, AugmentConfig(soften_prob=0.0))
+    assert a.random() == b.random()
+    with pytest.raises(ValueError, match="soften_range"):
+        AugmentConfig(soften_range=(0.5, 2.0))
