@@ -1,4 +1,6 @@
-"""notebooks/quickstart.ipynb: committed without outputs, and runs top to bottom (nbclient, CPU, ~2 min).
+"""notebooks/quickstart.ipynb: committed with the outputs of a run on the bundled prior, and runs top to bottom.
+
+The suite executes it again (nbclient, CPU, ~2 min).
 
 The executed notebook writes into ``$GPEN_QUICKSTART_DIR`` (a tmp folder here); the test then checks the
 artefacts of every step: the prepared crops, the person export, the evaluation report, the restored photos
@@ -16,6 +18,7 @@ import numpy as np
 import pytest
 
 from gpen_fewshot.data.io import read_image
+from gpen_fewshot.weights import weight_path
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 NOTEBOOK = REPO_ROOT / "notebooks" / "quickstart.ipynb"
@@ -30,13 +33,23 @@ def _read_notebook() -> nbformat.NotebookNode:
     return notebook
 
 
-def test_committed_notebook_has_no_outputs() -> None:
+def test_committed_notebook_shows_a_complete_run_of_the_bundled_prior() -> None:
+    """Readers on GitHub see the outputs: one top-to-bottom run, no errors, made with today's bundled prior."""
     notebook = _read_notebook()
     code_cells = [cell for cell in notebook.cells if cell.cell_type == "code"]
     assert len(code_cells) >= 8, "the quickstart lost its steps"
-    for index, cell in enumerate(code_cells):
-        assert cell.outputs == [], f"code cell {index} has outputs: strip them before committing"
-        assert cell.execution_count is None, f"code cell {index} has an execution count: strip it"
+    counts = [cell.execution_count for cell in code_cells]
+    assert counts == list(range(1, len(code_cells) + 1)), f"not one clean top-to-bottom run: {counts}"
+    outputs = [out for cell in code_cells for out in cell.outputs]
+    assert not [out for out in outputs if out.output_type == "error"]
+    assert sum("image/png" in out.get("data", {}) for out in outputs) >= 7
+    text = "".join(out.get("text", "") for out in outputs)
+    prior = weight_path("gpen-compact-256", download=False)
+    assert f"gpen-compact-256: {prior.name}, {prior.stat().st_size / 1e6:.1f} MB" in text, (
+        "the committed outputs were made with another prior: re-run the notebook and commit it with its outputs "
+        "(python -c \"import nbformat, nbclient; p = 'notebooks/quickstart.ipynb'; nb = nbformat.read(p, 4); "
+        "nbclient.NotebookClient(nb, resources={'metadata': {'path': 'notebooks'}}).execute(); "
+        "nbformat.write(nb, p)\")")
     assert notebook.metadata.kernelspec.name == "python3"
 
 
@@ -82,23 +95,23 @@ def test_quickstart_notebook_runs_and_produces_its_artefacts(executed_notebook) 
     assert not [out for out in outputs if out.output_type == "error"]
     assert sum("image/png" in out.get("data", {}) for out in outputs) >= 7
 
-    # 1. prepared crops (32 px, one held-out photo) and the contact sheet
-    manifest = json.loads((work / "prepared" / "32_gpen" / "manifest.json").read_text())
+    # 1. prepared crops (256 px, one held-out photo) and the contact sheet
+    manifest = json.loads((work / "prepared" / "256_gpen" / "manifest.json").read_text())
     splits = sorted(photo["split"] for photo in manifest["photos"])
     assert splits == ["holdout", "train", "train", "train"]
-    assert read_image(next((work / "prepared" / "32_gpen" / "train").glob("*.png"))).shape == (32, 32, 3)
-    assert (work / "prepared" / "32_gpen" / "contact_sheet.png").is_file()
+    assert read_image(next((work / "prepared" / "256_gpen" / "train").glob("*.png"))).shape == (256, 256, 3)
+    assert (work / "prepared" / "256_gpen" / "contact_sheet.png").is_file()
 
-    # 3. training run: person export whose base is the notebook's stand-in prior
+    # 3. training run: a delta export on the bundled prior
     export = work / "run" / "export"
     assert {"config.json", "model.safetensors", "person.json"} <= _entries(export)
     person = json.loads((export / "person.json").read_text())
     config = json.loads((export / "config.json").read_text())
     assert person["name"] == "obama" and person["n_photos"] == 3
-    assert config["size"] == 32 and config["base"]["path"] == str(work / "prior")
+    assert config["size"] == 256 and config["mode"] == "delta"
     assert person["base_sha256"] == config["base"]["sha256"]
     assert sorted(p.name for p in (work / "run" / "samples").glob("iter_*.png")) == [
-        "iter_000000.png", "iter_000045.png", "iter_000090.png"]
+        "iter_000000.png", "iter_000015.png", "iter_000030.png"]
 
     # 4. evaluation report: input, base and the tuned run on the held-out photo
     report = (work / "eval" / "report.md").read_text()
@@ -126,8 +139,8 @@ def test_quickstart_notebook_runs_and_produces_its_artefacts(executed_notebook) 
     assert models.count("obama") == 1 and "base" in models
 
     # nothing written into the repository (other processes may add runs of their own to outputs/ meanwhile)
-    if "32_gpen" not in before["prepared"]:
-        assert "32_gpen" not in _entries(DEMO_PHOTOS / ".prepared")
+    if "256_gpen" not in before["prepared"]:
+        assert "256_gpen" not in _entries(DEMO_PHOTOS / ".prepared")
     for run in _entries(REPO_ROOT / "outputs" / "obama") - before["outputs"]:
         overrides = REPO_ROOT / "outputs" / "obama" / run / ".hydra" / "overrides.yaml"
         assert not overrides.is_file() or "quickstart" not in overrides.read_text()
