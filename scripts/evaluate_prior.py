@@ -183,11 +183,12 @@ def level_tables(level: str, result: Mapping) -> list[str]:
         lines.append(f"| {row} | {s['n']} | {_fmt(s['psnr'], 2)} | {_fmt(s['psnr_y'], 2)} | {_fmt(s['ssim'])} | "
                      f"{_fmt(s['id_distance_mean'])} | {_fmt(s['id_distance_median'])} | "
                      f"{s['id_verified']:.1%} | {s['no_face']} |")
-    lines += ["", "| model vs bicubic | PSNR gain (dB) | faces with higher PSNR | ID distance gain | "
+    lines += ["", "| model vs bicubic | PSNR gain (dB) ± s.e. | faces with higher PSNR | ID distance gain ± s.e. | "
               "faces closer in identity | beats bicubic (PSNR / identity) |", "|---|---|---|---|---|---|"]
     for model, p in result["paired"].items():
         verdict = f"{'yes' if p['beats_psnr'] else 'NO'} / {'yes' if p['beats_identity'] else 'NO'}"
-        lines.append(f"| {model} | {_fmt(p['psnr_gain'], 2)} | {p['psnr_win']:.1%} | {_fmt(p['id_gain'])} | "
+        lines.append(f"| {model} | {_fmt(p['psnr_gain'], 2)} ± {_fmt(p['psnr_gain_se'], 2)} | {p['psnr_win']:.1%} | "
+                     f"{_fmt(p['id_gain'])} ± {_fmt(p['id_gain_se'])} | "
                      f"{p['id_win']:.1%} | {verdict} |")
     lines += ["", f"dlib's HOG detector finds no face in {result['gt_no_face']} of {result['num_samples']} "
               "ground-truth crops (the identity distances use the fixed face box of aligned crops, so every "

@@ -240,7 +240,8 @@ def paired(model: dict[str, np.ndarray], baseline: dict[str, np.ndarray], index:
     """Per-image comparison of a model with the baseline over ``index``: mean gains and win fractions.
 
     ``psnr_gain`` is in dB (model - baseline); ``id_gain`` = baseline distance - model distance (> 0: the
-    model is closer to the ground truth's identity). Wins are strict.
+    model is closer to the ground truth's identity); ``*_se`` are their standard errors over the images (the
+    paired differences' sample std / sqrt(n)). Wins are strict.
     """
     idx = list(index)
     d_psnr = np.asarray(model["psnr"])[idx] - np.asarray(baseline["psnr"])[idx]
@@ -249,9 +250,17 @@ def paired(model: dict[str, np.ndarray], baseline: dict[str, np.ndarray], index:
         return {
             "psnr_gain": 0.0 if np.isnan(d_psnr).all() else float(np.nanmean(d_psnr)),
             "psnr_win": float(np.mean(d_psnr > 0)),
+            "psnr_gain_se": _standard_error(d_psnr),
             "id_gain": float(np.mean(d_id)),
+            "id_gain_se": _standard_error(d_id),
             "id_win": float(np.mean(d_id > 0)),
         }
+
+
+def _standard_error(values: np.ndarray) -> float:
+    """Standard error of the mean of the finite values (0 for fewer than two)."""
+    finite = values[np.isfinite(values)]
+    return float(np.std(finite, ddof=1) / np.sqrt(finite.size)) if finite.size > 1 else 0.0
 
 
 def grid_rows(inputs: InputSet, level: str, count: int = 8) -> list[int]:

@@ -165,6 +165,7 @@ def test_script_end_to_end(faces: dict, tmp_path: Path) -> None:
         assert all(np.isfinite(v) for v in _finite_numbers(result["rows"]))
         for pair in result["paired"].values():
             assert 0.0 <= pair["psnr_win"] <= 1.0 and 0.0 <= pair["id_win"] <= 1.0
+            assert pair["psnr_gain_se"] >= 0.0 and pair["id_gain_se"] >= 0.0
     moderate = metrics["levels"]["moderate"]
     assert moderate["lr_size"] == SIZE // 2 and metrics["levels"]["mild"]["lr_size"] == SIZE
     assert moderate["rows"]["bicubic"]["psnr"] < 60  # the baseline is really degraded
@@ -176,7 +177,7 @@ def test_script_end_to_end(faces: dict, tmp_path: Path) -> None:
     bicubic = [r for r in rows if r["row"] == "bicubic" and r["level"] == "moderate"]
     assert np.mean([float(r["psnr"]) for r in bicubic]) == pytest.approx(moderate["rows"]["bicubic"]["psnr"],
                                                                            rel=1e-4)
-    assert "bicubic" in (out / "report.md").read_text()
+    assert "bicubic" in (out / "report.md").read_text() and "± s.e." in (out / "report.md").read_text()
     _check_grid(read_image(out / "grid.png"), faces["held"][:2])
     assert (out / "grid_mild.png").is_file()
 

@@ -297,3 +297,16 @@ def test_suite_rejects_bad_arguments(crops):
         suite.update([crops[A1]], [crops[A1], crops[B]])
     with pytest.raises(ValueError, match="image tensor"):
         suite.update(torch.zeros(2, 1, 8, 8))
+
+
+def test_paired_comparison_reports_the_standard_error_of_the_differences() -> None:
+    from gpen_fewshot.evaluation.prior_eval import paired
+
+    model = {"psnr": np.array([31.0, 33.0, 32.0, 30.0]), "id_distance": np.array([0.3, 0.2, 0.4, 0.3])}
+    base = {"psnr": np.array([30.0, 30.0, 30.0, 30.0]), "id_distance": np.array([0.3, 0.3, 0.3, 0.3])}
+    result = paired(model, base, range(4))
+    d_psnr = np.array([1.0, 3.0, 2.0, 0.0])
+    assert result["psnr_gain"] == pytest.approx(1.5)
+    assert result["psnr_gain_se"] == pytest.approx(d_psnr.std(ddof=1) / 2.0)
+    assert result["id_gain"] == pytest.approx(0.0) and result["id_gain_se"] == pytest.approx(np.sqrt(0.02 / 3) / 2)
+    assert paired(model, base, [0])["psnr_gain_se"] == 0.0  # one image: no spread to estimate
