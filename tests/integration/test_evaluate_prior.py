@@ -150,7 +150,7 @@ def test_script_end_to_end(faces: dict, tmp_path: Path) -> None:
     args = [sys.executable, str(SCRIPT), "--faces-dir", str(faces["dirs"][0]), "--faces-dir", str(faces["dirs"][1]),
             "--cache-dir", str(faces["cache"]), "--val-count", str(VAL_COUNT), "--size", str(SIZE),
             "--model", str(plain), "--model", str(ckpt), "--level", "moderate", "--level", "mild",
-            "--limit", "2", "--batch-size", "2", "--out", str(out)]
+            "--limit", "2", "--batch-size", "2", "--zoom", "2", "--out", str(out)]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
     done = subprocess.run(args, capture_output=True, text=True, env=env, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
@@ -180,6 +180,14 @@ def test_script_end_to_end(faces: dict, tmp_path: Path) -> None:
     assert "bicubic" in (out / "report.md").read_text() and "± s.e." in (out / "report.md").read_text()
     _check_grid(read_image(out / "grid.png"), faces["held"][:2])
     assert (out / "grid_mild.png").is_file()
+    # --zoom 2: the same grid of the faces' central halves at 2x (ground truth column checked pixel for pixel)
+    zoomed, gt = read_image(out / "grid_zoom.png"), read_image(faces["held"][0])
+    quarter = SIZE // 4
+    expected = cv2.resize(np.repeat(np.repeat(gt[quarter:-quarter, quarter:-quarter], 2, 0), 2, 1), (128, 128),
+                          interpolation=cv2.INTER_NEAREST)
+    header = zoomed.shape[0] - 2 * 128
+    assert np.array_equal(zoomed[header:header + 128, -128:], expected)
+    assert (out / "grid_mild_zoom.png").is_file()
 
 
 def _check_grid(grid: np.ndarray, crops: list[Path]) -> None:

@@ -75,6 +75,7 @@ def test_experiment_composes_with_its_own_settings(experiment: str, compose_trai
         assert model.residual and not loss.train_discriminator and loss.adversarial == loss.feature_matching == 0
         assert loss.identity > 0 and loss.identity_network == "mobilefacenet"  # L1 + MobileFaceNet identity
         assert optim.lr_g == 1e-3 and not optim.group_lr_scales  # one LR (raised conv-group LRs measured worse)
+        assert cfg.data.augment.soften_prob > 0 and cfg.degradation.weights[0] > 0  # soft faces and "none" kept
 
 
 @pytest.mark.parametrize("experiment", EXPERIMENTS)
