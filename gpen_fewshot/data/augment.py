@@ -6,14 +6,17 @@ small zoom of 0.9-1.1 about a slightly jittered centre (output size kept, border
 brightness/contrast jitter. No rotation. Because the degradation runs after this, lq and gt stay
 pixel-aligned.
 
-Optionally the clean crop is also *softened* (resized down by a random factor and back up): many photos users
-restore are upscaled from small faces (CelebA-like: soft but otherwise clean), and a prior that only ever saw
-sharp targets learns to "restore" such faces it should leave alone. A softened crop is both the target and the
-input of the degradation, so the pair teaches "this softness is content, keep it".
+Optionally the clean crop's level of detail is also changed, because a prior learns from its targets what a
+clean face looks like and "restores" faces that look otherwise: it is *softened* (resized down by a random
+factor and back up, like a small face upscaled) or *sharpened* (unsharp mask, like the crisp, sharpened press
+photos of CelebA: a prior trained only on soft chips blurs such faces as if their detail were noise, measured
+-5 to -9 dB on them). The changed crop is both the target and the input of the degradation, so the pair
+teaches "this detail is content, keep it".
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import cv2
@@ -30,10 +33,14 @@ class AugmentConfig:
         max_shift: centre jitter as a fraction of the side, at most the slack the zoom leaves.
         brightness: additive brightness shift ~ U(-b, b) on [0, 1] images.
         contrast: contrast factor ~ U(1 - c, 1 + c) around the image mean.
-        soften_prob: probability that the crop is softened (0 = never; two extra draws only when > 0, so the
-            random stream of configs without it is unchanged).
+        soften_prob: probability that the crop is softened (0 = never).
         soften_range: softening factor ~ U(min, max): the crop is resized to side / factor (area) and back
-            (bicubic); 2.5 is a CelebA face aligned at 256 px.
+            (bicubic).
+        sharpen_prob: probability that the crop is sharpened instead (0 = never; soften_prob + sharpen_prob
+            <= 1). Three extra draws only when either is > 0, so the random stream of configs without them
+            is unchanged.
+        sharpen_amount: unsharp-mask amount ~ U(min, max): img + amount * (img - gaussian_blur(img)).
+        sharpen_sigma: sigma of that Gaussian in pixels ~ U(min, max).
     """
 
     hflip_prob: float = 0.5
@@ -43,6 +50,9 @@ class AugmentConfig:
     contrast: float = 0.1
     soften_prob: float = 0.0
     soften_range: tuple[float, float] = (1.0, 2.5)
+    sharpen_prob: float = 0.0
+    sharpen_amount: tuple[float, float] = (0.3, 1.2)
+    sharpen_sigma: tuple[float, float] = (0.8, 1.6)
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.hflip_prob <= 1.0:
@@ -50,8 +60,13 @@ class AugmentConfig:
         low, high = self.scale_range
         if not 0.0 < low <= high:
             raise ValueError(f"scale_range must be (min, max) with 0 < min <= max, got {self.scale_range}")
-        if not 0.0 <= self.soften_prob <= 1.0:
-            raise ValueError(f"soften_prob must be in [0, 1], got {self.soften_prob}")
+        if not (0.0 <= self.soften_prob and 0.0 <= self.sharpen_prob and self.soften_prob + self.sharpen_prob <= 1):
+            raise ValueError(f"soften_prob and sharpen_prob must be >= 0 with a sum <= 1, got {self.soften_prob} "
+                             f"and {self.sharpen_prob}")
+        for name in ("sharpen_amount", "sharpen_sigma"):
+            low, high = getattr(self, name)
+            if not 0.0 < low <= high:
+                raise ValueError(f"{name} must be (min, max) with 0 < min <= max, got {getattr(self, name)}")
         if not 1.0 <= self.soften_range[0] <= self.soften_range[1]:
             raise ValueError(f"soften_range must be (min, max) with 1 <= min <= max, got {self.soften_range}")
         for name in ("max_shift", "brightness", "contrast"):
@@ -76,15 +91,15 @@ def augment_face(img: np.ndarray, rng: np.random.Generator, config: AugmentConfi
         float32 RGB (H, W, 3) in [0, 1], same size as ``img``.
     """
     flip, zoom, shift_x, shift_y, brightness, contrast = _draw(rng, config)
-    soften = _draw_soften(rng, config)
+    detail = _draw_detail(rng, config)
     out = img[:, ::-1] if flip else img
     if zoom != 1.0 or shift_x != 0.0 or shift_y != 0.0:
         out = _zoom(out, zoom, shift_x, shift_y)
     if brightness != 0.0 or contrast != 1.0:
         mean = float(out.mean())
         out = (out - mean) * np.float32(contrast) + np.float32(mean + brightness)
-    if soften > 1.0:
-        out = _soften(out, soften)
+    if detail is not None:
+        out = detail(out)
     return np.clip(out, 0.0, 1.0).astype(np.float32, copy=False)
 
 
@@ -100,14 +115,25 @@ def _draw(rng: np.random.Generator, cfg: AugmentConfig) -> tuple[bool, float, fl
     return flip, zoom, shift_x, shift_y, brightness, contrast
 
 
-def _draw_soften(rng: np.random.Generator, cfg: AugmentConfig) -> float:
-    """The softening factor of one call (1 = none); draws nothing when softening is off."""
-    if cfg.soften_prob <= 0.0:
-        return 1.0
-    u = rng.random(2)
-    if u[0] >= cfg.soften_prob:
-        return 1.0
-    return cfg.soften_range[0] + (cfg.soften_range[1] - cfg.soften_range[0]) * float(u[1])
+def _draw_detail(rng: np.random.Generator, cfg: AugmentConfig) -> Callable[[np.ndarray], np.ndarray] | None:
+    """The detail change of one call (soften, sharpen or None); draws nothing when both are off."""
+    if cfg.soften_prob <= 0.0 and cfg.sharpen_prob <= 0.0:
+        return None
+    u = rng.random(3)
+    if u[0] < cfg.soften_prob:
+        factor = cfg.soften_range[0] + (cfg.soften_range[1] - cfg.soften_range[0]) * float(u[1])
+        return (lambda img: _soften(img, factor)) if factor > 1.0 else None
+    if u[0] < cfg.soften_prob + cfg.sharpen_prob:
+        amount = cfg.sharpen_amount[0] + (cfg.sharpen_amount[1] - cfg.sharpen_amount[0]) * float(u[1])
+        sigma = cfg.sharpen_sigma[0] + (cfg.sharpen_sigma[1] - cfg.sharpen_sigma[0]) * float(u[2])
+        return lambda img: _sharpen(img, amount, sigma)
+    return None
+
+
+def _sharpen(img: np.ndarray, amount: float, sigma: float) -> np.ndarray:
+    """Unsharp mask of (H, W, 3) in [0, 1]: img + amount * (img - blur), clipped to [0, 1] by the caller."""
+    blurred = cv2.GaussianBlur(np.ascontiguousarray(img), (0, 0), sigma, borderType=cv2.BORDER_REFLECT_101)
+    return img + np.float32(amount) * (img - blurred)
 
 
 def _soften(img: np.ndarray, factor: float) -> np.ndarray:

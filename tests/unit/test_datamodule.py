@@ -8,6 +8,7 @@ import types
 from dataclasses import dataclass
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 import pytorch_lightning as pl
@@ -320,21 +321,28 @@ def test_augment_flip_zoom_and_jitter_are_what_they_say() -> None:
         AugmentConfig(scale_range=(1.1, 0.9))
 
 
-def test_soften_blurs_like_an_upscaled_small_face_and_leaves_the_stream_of_other_configs_alone() -> None:
+def test_detail_changes_soften_or_sharpen_and_leave_the_stream_of_other_configs_alone() -> None:
     rng = np.random.default_rng(3)
-    img = rng.random((64, 64, 3)).astype(np.float32)  # white noise: all detail, so softening shows
+    noise = rng.random((64, 64, 3)).astype(np.float32)  # white noise: all detail, so softening shows
+    smooth = cv2.GaussianBlur(noise, (0, 0), 1.0) * 0.5 + 0.25  # soft, mid-grey: room to sharpen without clipping
     plain = AugmentConfig(hflip_prob=0.0, scale_range=(1.0, 1.0), max_shift=0.0, brightness=0.0, contrast=0.0)
     soft = AugmentConfig(**{**plain.__dict__, "soften_prob": 1.0, "soften_range": (2.0, 2.0)})
-    out = augment_face(img, sample_rng(0), soft)
-    assert out.shape == img.shape and out.dtype == np.float32
+    sharp = AugmentConfig(**{**plain.__dict__, "sharpen_prob": 1.0, "sharpen_amount": (1.0, 1.0),
+                             "sharpen_sigma": (1.0, 1.0)})
     detail = lambda x: float(np.abs(np.diff(x, axis=1)).mean())  # noqa: E731
-    assert detail(out) < 0.5 * detail(img)  # high frequencies gone
-    assert abs(float(out.mean()) - float(img.mean())) < 0.01  # colour kept
-    np.testing.assert_array_equal(augment_face(img, sample_rng(0), plain), img)  # off: untouched
-    # soften_prob 0 draws nothing extra: the degradation that follows sees the same random stream as before
+    softened, sharpened = augment_face(noise, sample_rng(0), soft), augment_face(smooth, sample_rng(0), sharp)
+    assert softened.shape == noise.shape and softened.dtype == sharpened.dtype == np.float32
+    assert detail(softened) < 0.5 * detail(noise)  # high frequencies gone
+    assert detail(sharpened) > 1.3 * detail(smooth)  # edges steeper
+    for before, after in ((noise, softened), (smooth, sharpened)):
+        assert abs(float(after.mean()) - float(before.mean())) < 0.01  # colour kept
+    np.testing.assert_array_equal(augment_face(noise, sample_rng(0), plain), noise)  # off: untouched
+    # both off: no extra draws, so the degradation that follows sees the same random stream as before
     a, b = sample_rng(5), sample_rng(5)
-    augment_face(img, a, AugmentConfig())
-    augment_face(img, b, AugmentConfig(soften_prob=0.0))
+    augment_face(noise, a, AugmentConfig())
+    augment_face(noise, b, AugmentConfig(soften_prob=0.0, sharpen_prob=0.0))
     assert a.random() == b.random()
     with pytest.raises(ValueError, match="soften_range"):
         AugmentConfig(soften_range=(0.5, 2.0))
+    with pytest.raises(ValueError, match="sum <= 1"):
+        AugmentConfig(soften_prob=0.6, sharpen_prob=0.6)
