@@ -43,8 +43,8 @@ _USER_AGENT = "gpen-fewshot/0.1 (weights download)"
 # The project's own compact prior (registry names "gpen-compact-256" and "gpen-compact-256-D"), bundled in
 # gpen_fewshot/assets/weights/. `python scripts/export_prior.py <pretraining run>` writes both files and prints
 # these four values; paste them here. None = not pinned yet: the file is then accepted without a checksum.
-COMPACT_256_SHA256: str | None = "fcde472762a14efb7af0f1c3ded54fa161dd8dbe5d801926c04dae73a285faf3"
-COMPACT_256_SIZE: int | None = 8_942_340
+COMPACT_256_SHA256: str | None = "6326126d1c9843650f2de2812134f4a05d73db0b4fbb9af663b1ebd9dbfd1213"
+COMPACT_256_SIZE: int | None = 8_943_190
 COMPACT_256_D_SHA256: str | None = "1c2456cb32a1bcd202333d8be2ab3fb0ff30cea799ca36d533151d50be55159f"
 COMPACT_256_D_SIZE: int | None = 3_009_538
 COMPACT_256_LICENCE = ("non-commercial research only (trained on UTKFace; see "
@@ -147,10 +147,10 @@ REGISTRY: dict[str, WeightSpec] = {
             "identity", "bundled",
         ),
         _bundled_prior("gpen-compact-256", "generator", COMPACT_256_SHA256, COMPACT_256_SIZE,
-                       "the project's compact GPEN prior, 256 px (style_dim 256, n_mlp 4, cm 1, narrow 0.25), "
-                       "EMA generator trained by gpen-fewshot experiment=pretrain, fp16, bundled"),
+                       "the project's compact residual GPEN prior, 256 px (style_dim 256, n_mlp 4, cm 1, narrow 0.25), "
+                       "EMA generator trained by gpen-fewshot experiment=pretrain_cpu, fp16, bundled"),
         _bundled_prior("gpen-compact-256-D", "discriminator", COMPACT_256_D_SHA256, COMPACT_256_D_SIZE,
-                       "discriminator trained with gpen-compact-256 (cm 1, narrow 0.25), fp16, bundled"),
+                       "discriminator (cm 1, narrow 0.25) trained with the previous gpen-compact-256, fp16, bundled"),
     )
 }
 

@@ -27,7 +27,7 @@ from gpen_fewshot.weights import REGISTRY, ChecksumMismatchError, WeightsUnavail
 
 REPO = Path(__file__).resolve().parents[2]
 G_NAME, D_NAME = "gpen-compact-256", "gpen-compact-256-D"
-COMPACT_G = GeneratorConfig(size=256, style_dim=256, n_mlp=4, channel_multiplier=1, narrow=0.25)
+COMPACT_G = GeneratorConfig(size=256, style_dim=256, n_mlp=4, channel_multiplier=1, narrow=0.25, residual=True)
 COMPACT_D = DiscriminatorConfig(size=256, channel_multiplier=1, narrow=0.25)
 LICENCE = "non-commercial research only (trained on UTKFace; see gpen_fewshot/assets/weights/gpen-compact-256.md)"
 
