@@ -7,7 +7,7 @@ sampler yields keys ``epoch * length + i``, so data depends only on the position
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -76,13 +76,15 @@ class SyntheticDataModule(pl.LightningDataModule):
         num_workers: DataLoader worker processes.
         val_degradations: accepted so that experiments naming validation levels compose with synthetic data
             (tests); synthetic pairs carry their own single degradation, so the names are recorded, not used.
+        augment: accepted for the same reason (experiments that set face augmentations); synthetic pairs are
+            not face crops, so it is recorded, not used.
     """
 
     def __init__(self, size: int = 32, batch_size: int = 2, samples_per_epoch: int = 8, val_samples: int = 2,
                  seed: int = 0, template: str = "gpen", num_workers: int = 0,
-                 val_degradations: Sequence[str] = ("synthetic",)) -> None:
+                 val_degradations: Sequence[str] = ("synthetic",), augment: Mapping[str, Any] | None = None) -> None:
         super().__init__()
-        self.val_degradations = list(val_degradations)
+        self.val_degradations, self.augment = list(val_degradations), dict(augment or {})
         self.size, self.batch_size, self.template, self.num_workers = size, batch_size, template, num_workers
         self.samples_per_epoch, self.val_samples, self.seed = samples_per_epoch, val_samples, seed
 
