@@ -9,8 +9,8 @@ pixel-aligned.
 Optionally the clean crop's level of detail is also changed, because a prior learns from its targets what a
 clean face looks like and "restores" faces that look otherwise: it is *softened* (resized down by a random
 factor and back up, like a small face upscaled) or *sharpened* (unsharp mask, like the crisp, sharpened press
-photos of CelebA: a prior trained only on soft chips blurs such faces as if their detail were noise, measured
--5 to -9 dB on them). The changed crop is both the target and the input of the degradation, so the pair
+photos of CelebA: a prior trained only on soft chips blurred such faces as if their detail were noise, losing
+5-9 dB against the input on the worst of them). The changed crop is both the target and the input of the degradation, so the pair
 teaches "this detail is content, keep it".
 """
 
@@ -80,7 +80,7 @@ NO_AUGMENT = AugmentConfig(
 
 
 def augment_face(img: np.ndarray, rng: np.random.Generator, config: AugmentConfig) -> np.ndarray:
-    """Randomly flip, zoom and colour-jitter an aligned face crop.
+    """Randomly flip, zoom and colour-jitter an aligned face crop, then soften or sharpen it if configured.
 
     Args:
         img: float32 RGB (H, W, 3) in [0, 1].
