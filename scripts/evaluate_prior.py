@@ -44,7 +44,7 @@ from gpen_fewshot.data.io import write_image
 from gpen_fewshot.evaluation import prior_eval as pe
 from gpen_fewshot.evaluation.runner import resolve_device
 from gpen_fewshot.faces.identity import SAME_PERSON_THRESHOLD
-from gpen_fewshot.restoration.models import run_model
+from gpen_fewshot.restore.models import run_model
 from gpen_fewshot.utils.atomic import atomic_write_json, atomic_write_text
 from gpen_fewshot.utils.drawing import draw_text, text_width
 

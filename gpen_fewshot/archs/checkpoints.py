@@ -428,7 +428,7 @@ def load_generator(path_or_name: str | Path, map_location: str | torch.device = 
 def _our_export_dir(path_or_name: str | Path) -> Path | None:
     """``path_or_name`` when it is an export directory written by ``gpen_fewshot.export``, else None."""
     # lazy: the exporting package imports this module
-    from gpen_fewshot.exporting.common import CONFIG_FILE, FORMAT_NAME
+    from gpen_fewshot.export.common import CONFIG_FILE, FORMAT_NAME
 
     path = Path(path_or_name)
     try:

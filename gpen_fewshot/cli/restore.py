@@ -216,8 +216,8 @@ def build_restorer(args: argparse.Namespace, device: torch.device, precision: st
 def _default_base(persons: list):
     """Without --base: the base model the (first) person was trained from, so that strength 0 reproduces it
     and a person tuned from GPEN-BFR-256 works without GPEN-BFR-512; else the default base model."""
-    from gpen_fewshot.restoration.models import BASE
     from gpen_fewshot.restore import FaceModel, load_base_model
+    from gpen_fewshot.restore.models import BASE
 
     for person in persons:
         if person.has_base:
@@ -280,8 +280,8 @@ def _face_progress(bar):
 def _report(source: Path, target: Path, result, seconds: float, args: argparse.Namespace, write) -> None:
     """The photo's lines: faces found / restored / skipped, one line per outcome, the files written."""
     from gpen_fewshot.cli.restore_report import face_counts, face_lines, written_line
-    from gpen_fewshot.restoration.comparison import comparison_path, faces_dir
-    from gpen_fewshot.restoration.pipeline import sidecar_path
+    from gpen_fewshot.restore.comparison import comparison_path, faces_dir
+    from gpen_fewshot.restore.pipeline import sidecar_path
 
     write(f"{source.name}: {face_counts(result.faces)} ({seconds:.1f} s)")
     for line in face_lines(result.faces, result.info.get("base_label", "base")):
@@ -322,7 +322,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def _check(args: argparse.Namespace) -> str | None:
     """What is wrong with the option values, in one line, or None."""
-    from gpen_fewshot.restoration.pipeline import BACKGROUND_UPSAMPLERS
+    from gpen_fewshot.restore.pipeline import BACKGROUND_UPSAMPLERS
 
     if not 0.0 <= args.strength <= 1.0:
         return f"--strength must be in [0, 1], got {args.strength}"

@@ -7,7 +7,7 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
-from gpen_fewshot.restoration.records import KEPT_INPUT, RESTORED, SKIPPED
+from gpen_fewshot.restore.records import KEPT_INPUT, RESTORED, SKIPPED
 
 
 def face_counts(faces: Sequence) -> str:

@@ -287,7 +287,7 @@ def registered_export(person: str, persons_dir: str | Path | None = None, base: 
     Raises:
         ModelSpecError: no registered export and no ``base``: one line saying how to make one.
     """
-    from gpen_fewshot.exporting.common import default_export_dir, recover_export_dir
+    from gpen_fewshot.export.common import default_export_dir, recover_export_dir
 
     try:
         folder = default_export_dir(person, persons_dir)

@@ -34,7 +34,7 @@ from gpen_fewshot.evaluation.protocol import (
     save_inputs,
 )
 from gpen_fewshot.evaluation.values import MetricValue, Unavailable
-from gpen_fewshot.restoration.models import run_model
+from gpen_fewshot.restore.models import run_model
 
 log = logging.getLogger(__name__)
 

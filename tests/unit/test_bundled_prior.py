@@ -1,7 +1,7 @@
 """The bundled compact prior "gpen-compact-256" / "gpen-compact-256-D": registry entries, checksum pinning,
 loading by name, the compact_256 model preset and the restoration default base.
 
-The tests that need the files generate them (a random compact G/D exported by gpen_fewshot.exporting.prior in
+The tests that need the files generate them (a random compact G/D exported by gpen_fewshot.export.prior in
 the real format) in a temporary folder that stands in for gpen_fewshot/assets/weights/, so they pass with or
 without the real files in the package; ``test_shipped_prior_files_are_pinned`` checks the real ones.
 """
@@ -22,7 +22,7 @@ from gpen_fewshot.archs import GPENDiscriminator, GPENGenerator
 from gpen_fewshot.archs.checkpoints import CheckpointError, load_discriminator, load_generator
 from gpen_fewshot.archs.discriminator import DiscriminatorConfig
 from gpen_fewshot.archs.gpen import GeneratorConfig
-from gpen_fewshot.exporting.prior import export_prior
+from gpen_fewshot.export.prior import export_prior
 from gpen_fewshot.weights import REGISTRY, ChecksumMismatchError, WeightsUnavailableError, weight_path
 
 REPO = Path(__file__).resolve().parents[2]
@@ -150,7 +150,7 @@ def test_compact_256_preset_starts_from_the_bundled_prior(bundled: Path, use_bun
 
 def test_restoration_default_base_is_the_bundled_prior(bundled: Path, tmp_path: Path, use_bundled,
                                                         monkeypatch) -> None:
-    from gpen_fewshot.restoration.models import BaseModelUnavailableError, default_base_name, load_base_model
+    from gpen_fewshot.restore.models import BaseModelUnavailableError, default_base_name, load_base_model
 
     monkeypatch.setenv(weights.ENV_WEIGHTS_DIR, str(tmp_path / "weights"))  # no GPEN-BFR-512 there
     use_bundled(bundled)

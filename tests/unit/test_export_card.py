@@ -9,7 +9,7 @@ import torch
 
 from gpen_fewshot.archs import GPENGenerator
 from gpen_fewshot.export import CARD_FILE, copy_export, export_generator, export_person
-from gpen_fewshot.exporting.card import person_card
+from gpen_fewshot.export.card import person_card
 
 TINY = {"style_dim": 16, "n_mlp": 1, "channel_multiplier": 1, "narrow": 0.125}
 RECIPE = {"experiment": "fewshot_512", "loss": "content", "iterations": 200, "lr_g": 1e-3}

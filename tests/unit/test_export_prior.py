@@ -1,9 +1,9 @@
-"""scripts/export_prior.py and gpen_fewshot.exporting.prior: a real 2-iteration tiny training run's Lightning
+"""gpen_fewshot.cli.export_prior (scripts/export_prior.py) and gpen_fewshot.export.prior: a real 2-iteration tiny training run's Lightning
 checkpoint exported as fp16 safetensors, reloaded strictly, compared with the fp32 EMA generator."""
 
 from __future__ import annotations
 
-import importlib.util
+import importlib
 import json
 from pathlib import Path
 
@@ -13,9 +13,9 @@ import torch
 from safetensors import safe_open
 
 from gpen_fewshot.archs.checkpoints import load_discriminator, load_generator
-from gpen_fewshot.exporting import prior
-from gpen_fewshot.exporting.common import ExportError
-from gpen_fewshot.exporting.prior import check_input, export_prior, find_checkpoint, read_training_checkpoint
+from gpen_fewshot.export import prior
+from gpen_fewshot.export.common import ExportError
+from gpen_fewshot.export.prior import check_input, export_prior, find_checkpoint, read_training_checkpoint
 from gpen_fewshot.utils.hashing import sha256_file
 
 REPO = Path(__file__).resolve().parents[2]
@@ -66,10 +66,8 @@ def _ema(ckpt: Path) -> dict[str, torch.Tensor]:
 
 
 def _script():
-    spec = importlib.util.spec_from_file_location("export_prior", REPO / "scripts" / "export_prior.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    """The CLI module (``scripts/export_prior.py`` is a wrapper of it)."""
+    return importlib.import_module("gpen_fewshot.cli.export_prior")
 
 
 def test_fp16_export_reloads_strictly_close_to_the_fp32_ema(run_dir: Path, tmp_path: Path) -> None:

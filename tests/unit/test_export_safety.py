@@ -11,8 +11,7 @@ import pytest
 import torch
 
 from gpen_fewshot.archs import GPENGenerator
-from gpen_fewshot.export import copy_export, export_generator, load_person
-from gpen_fewshot.exporting import writer
+from gpen_fewshot.export import copy_export, export_generator, load_person, writer
 
 TINY = {"size": 32, "style_dim": 32, "n_mlp": 2, "channel_multiplier": 1, "narrow": 0.125}
 

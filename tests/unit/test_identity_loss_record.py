@@ -8,7 +8,7 @@ from pathlib import Path
 import yaml
 
 from gpen_fewshot.evaluation.models import recorded_identity_loss
-from gpen_fewshot.exporting.common import PersonMetadata
+from gpen_fewshot.export.common import PersonMetadata
 
 
 def _run(tmp_path: Path, loss: dict) -> Path:

@@ -1,8 +1,8 @@
-"""scripts/export_onnx.py on a tiny generator: opset 17 export, onnxruntime parity, constant conv weights."""
+"""gpen_fewshot.cli.export_onnx (scripts/export_onnx.py) on a tiny generator: opset 17 export, onnxruntime parity, constant conv weights."""
 
 from __future__ import annotations
 
-import importlib.util
+import types
 from pathlib import Path
 
 import onnx
@@ -10,16 +10,15 @@ import pytest
 import torch
 
 from gpen_fewshot.archs import GPENGenerator
-
-SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "export_onnx.py"
+from gpen_fewshot.cli import export_onnx as export_onnx_cli
+from gpen_fewshot.export import onnx as onnx_export
 
 
 @pytest.fixture(scope="module")
 def script():
-    spec = importlib.util.spec_from_file_location("export_onnx_script", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    """The CLI module (its main) with the library's functions beside it, as the tests use both."""
+    return types.SimpleNamespace(**vars(onnx_export), main=export_onnx_cli.main,
+                                 load_generator_for_export=export_onnx_cli.load_generator_for_export)
 
 
 def _tiny() -> GPENGenerator:

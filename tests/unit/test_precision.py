@@ -8,7 +8,7 @@ import torch
 
 from gpen_fewshot.archs import GPENGenerator
 from gpen_fewshot.cli import restore as cli
-from gpen_fewshot.restoration.models import run_model
+from gpen_fewshot.restore.models import run_model
 from gpen_fewshot.utils import precision
 
 pytestmark = pytest.mark.usefixtures("torch_single_thread")

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import importlib.util
+import importlib
 import json
 import re
 import socket
@@ -254,10 +254,8 @@ def test_weights_dir_default_in_checkout(monkeypatch):
 
 # ------------------------------------------------------------------------------------------------- script
 def _script():
-    spec = importlib.util.spec_from_file_location("download_weights", REPO / "scripts" / "download_weights.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    """The CLI module (``scripts/download_weights.py`` is a wrapper of it)."""
+    return importlib.import_module("gpen_fewshot.cli.weights")
 
 
 def test_script_list(capsys):

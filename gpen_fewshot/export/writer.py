@@ -17,9 +17,9 @@ import torch
 from torch import Tensor, nn
 
 from gpen_fewshot.archs.gpen import GeneratorConfig
-from gpen_fewshot.exporting.base import BaseReference, load_base_state_dict, resolve_base
-from gpen_fewshot.exporting.card import person_card
-from gpen_fewshot.exporting.common import (
+from gpen_fewshot.export.base import BaseReference, load_base_state_dict, resolve_base
+from gpen_fewshot.export.card import person_card
+from gpen_fewshot.export.common import (
     CARD_FILE,
     CONFIG_FILE,
     DTYPES,

@@ -10,8 +10,8 @@ import torch
 from torch import Tensor
 
 from gpen_fewshot.archs.gpen import GeneratorConfig, GPENGenerator
-from gpen_fewshot.exporting.base import BaseReference, load_base_state_dict, resolve_recorded_base
-from gpen_fewshot.exporting.common import (
+from gpen_fewshot.export.base import BaseReference, load_base_state_dict, resolve_recorded_base
+from gpen_fewshot.export.common import (
     CONFIG_FILE,
     FORMAT_NAME,
     FORMAT_VERSION,

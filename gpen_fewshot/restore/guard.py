@@ -19,9 +19,9 @@ import numpy as np
 import torch
 
 from gpen_fewshot.faces.alignment import AlignedFace, align_face
-from gpen_fewshot.restoration.models import FaceModel, run_model
-from gpen_fewshot.restoration.records import KEPT_INPUT, RESTORED, FaceRecord, GuardStep
-from gpen_fewshot.restoration.routing import euclidean
+from gpen_fewshot.restore.models import FaceModel, run_model
+from gpen_fewshot.restore.records import KEPT_INPUT, RESTORED, FaceRecord, GuardStep
+from gpen_fewshot.restore.routing import euclidean
 
 log = logging.getLogger(__name__)
 

@@ -13,8 +13,8 @@ Any callable model can be injected for tests: ``Restorer(FaceModel(lambda x: x, 
 """
 
 from gpen_fewshot.faces.paste import PasteConfig
-from gpen_fewshot.restoration.guard import GuardedRunner, Job
-from gpen_fewshot.restoration.models import (
+from gpen_fewshot.restore.guard import GuardedRunner, Job
+from gpen_fewshot.restore.models import (
     BASE,
     DEFAULT_BASES,
     BaseModelUnavailableError,
@@ -24,7 +24,7 @@ from gpen_fewshot.restoration.models import (
     load_base_model,
     run_model,
 )
-from gpen_fewshot.restoration.pipeline import (
+from gpen_fewshot.restore.pipeline import (
     BACKGROUND_UPSAMPLERS,
     BACKGROUND_UPSCALER,
     NoFaceError,
@@ -32,8 +32,8 @@ from gpen_fewshot.restoration.pipeline import (
     Restorer,
     sidecar_path,
 )
-from gpen_fewshot.restoration.records import FaceRecord, GuardStep, RestoreResult
-from gpen_fewshot.restoration.routing import Route, route_faces
+from gpen_fewshot.restore.records import FaceRecord, GuardStep, RestoreResult
+from gpen_fewshot.restore.routing import Route, route_faces
 
 __all__ = [
     "BACKGROUND_UPSAMPLERS",

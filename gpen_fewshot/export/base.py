@@ -10,7 +10,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from gpen_fewshot.exporting.common import CONFIG_FILE, WEIGHTS_FILE, ExportError
+from gpen_fewshot.export.common import CONFIG_FILE, WEIGHTS_FILE, ExportError
 from gpen_fewshot.utils.hashing import sha256_file
 
 
@@ -127,7 +127,7 @@ def _load_cached(path: str, sha256: str) -> dict[str, Tensor]:
     del sha256  # part of the cache key only: a changed file is loaded again
     source = Path(path)
     if source.is_dir():
-        from gpen_fewshot.exporting.reader import load_person
+        from gpen_fewshot.export.reader import load_person
 
         weights = load_person(source)
         if weights.mode != "full":

@@ -16,11 +16,11 @@ from gpen_fewshot.data.io import read_image_layers, write_image, write_image_lay
 from gpen_fewshot.export import ExportError, PersonWeights, load_person
 from gpen_fewshot.faces.identity import SAME_PERSON_THRESHOLD
 from gpen_fewshot.faces.paste import FacePaste, PasteConfig, paste_faces
-from gpen_fewshot.restoration.comparison import comparison_path, faces_dir, save_face_pairs, side_by_side
-from gpen_fewshot.restoration.guard import GuardedRunner, Job, Progress
-from gpen_fewshot.restoration.models import BASE, FaceModel, PersonModel, load_base_model
-from gpen_fewshot.restoration.records import NO_PERSONS, SKIPPED, FaceRecord, RestoreResult
-from gpen_fewshot.restoration.routing import Route, forced_routes, route_faces
+from gpen_fewshot.restore.comparison import comparison_path, faces_dir, save_face_pairs, side_by_side
+from gpen_fewshot.restore.guard import GuardedRunner, Job, Progress
+from gpen_fewshot.restore.models import BASE, FaceModel, PersonModel, load_base_model
+from gpen_fewshot.restore.records import NO_PERSONS, SKIPPED, FaceRecord, RestoreResult
+from gpen_fewshot.restore.routing import Route, forced_routes, route_faces
 from gpen_fewshot.utils.atomic import atomic_write_json
 
 log = logging.getLogger(__name__)

@@ -9,7 +9,7 @@ import cv2
 import numpy as np
 
 from gpen_fewshot.data.io import write_image
-from gpen_fewshot.restoration.records import SKIPPED, RestoreResult
+from gpen_fewshot.restore.records import SKIPPED, RestoreResult
 from gpen_fewshot.utils.drawing import label_strip
 
 GAP = 8  # px of white between the two halves

@@ -44,7 +44,7 @@ from gpen_fewshot.archs.checkpoints import (
 )
 from gpen_fewshot.archs.discriminator import DiscriminatorConfig
 from gpen_fewshot.archs.gpen import GeneratorConfig
-from gpen_fewshot.exporting.common import ExportError, package_version
+from gpen_fewshot.export.common import ExportError, package_version
 from gpen_fewshot.utils.hashing import sha256_file
 
 PRIOR_FORMAT = "gpen-fewshot-prior"

@@ -38,8 +38,8 @@ Typical use::
     weights = load_person(from_pretrained("me/gpen-alice"))      # a Hub repo id or a local folder
 """
 
-from gpen_fewshot.exporting.base import BaseReference, file_sha256, load_base_state_dict, resolve_base
-from gpen_fewshot.exporting.common import (
+from gpen_fewshot.export.base import BaseReference, file_sha256, load_base_state_dict, resolve_base
+from gpen_fewshot.export.common import (
     CARD_FILE,
     CONFIG_FILE,
     ENV_PERSONS_DIR,
@@ -54,9 +54,9 @@ from gpen_fewshot.exporting.common import (
     find_export_dir,
     persons_dir,
 )
-from gpen_fewshot.exporting.hub import from_pretrained, push_to_hub
-from gpen_fewshot.exporting.reader import PersonWeights, load_export_generator, load_person
-from gpen_fewshot.exporting.writer import copy_export, export_generator, export_person
+from gpen_fewshot.export.hub import from_pretrained, push_to_hub
+from gpen_fewshot.export.reader import PersonWeights, load_export_generator, load_person
+from gpen_fewshot.export.writer import copy_export, export_generator, export_person
 
 __all__ = [
     "CARD_FILE",

@@ -1,1 +1,0 @@
-"""Implementation of :mod:`gpen_fewshot.export` (import from there)."""
