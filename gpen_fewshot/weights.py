@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Literal
 
 from gpen_fewshot.utils.atomic import atomic_write_json
+from gpen_fewshot.utils.checkout import source_root
 from gpen_fewshot.utils.hashing import sha256_file  # noqa: F401  (public: weights.sha256_file)
 
 ENV_WEIGHTS_DIR = "GPEN_FEWSHOT_WEIGHTS_DIR"
@@ -164,8 +165,8 @@ def weights_dir() -> Path:
     env = os.environ.get(ENV_WEIGHTS_DIR)
     if env:
         return Path(env).expanduser()
-    repo = Path(__file__).resolve().parent.parent
-    if (repo / "pyproject.toml").is_file():
+    repo = source_root()
+    if repo is not None:
         return repo / "data" / "weights"
     return Path.home() / ".cache" / "gpen_fewshot" / "weights"
 

@@ -15,8 +15,8 @@ import cv2
 import numpy as np
 
 from gpen_fewshot.data.degradations import build_degradation, sample_rng
-from gpen_fewshot.data.io import read_image, to_float, to_uint8, write_image
 from gpen_fewshot.utils.drawing import draw_text
+from gpen_fewshot.utils.image import read_image, to_float, to_uint8, write_image
 
 _HEADER_PX = 28
 _GAP_PX = 4

@@ -38,15 +38,15 @@ import cv2
 import numpy as np
 import torch
 
-from gpen_fewshot.archs.checkpoints import load_generator
 from gpen_fewshot.data.degradations import PRESETS
-from gpen_fewshot.data.io import write_image
 from gpen_fewshot.evaluation import prior_eval as pe
 from gpen_fewshot.evaluation.runner import resolve_device
+from gpen_fewshot.export.loading import load_generator
 from gpen_fewshot.faces.identity import SAME_PERSON_THRESHOLD
 from gpen_fewshot.restore.models import run_model
 from gpen_fewshot.utils.atomic import atomic_write_json, atomic_write_text
 from gpen_fewshot.utils.drawing import draw_text, text_width
+from gpen_fewshot.utils.image import write_image
 
 FONT_SIZE, LINE_HEIGHT = 17, 22  # px; capital letters about 13 px tall
 MIN_TILE = 128  # grid tiles of smaller crops are enlarged so that their labels fit

@@ -134,7 +134,7 @@ def select_persons(root: Path, count: int, names: str | None) -> tuple[str, ...]
 
 def select_others(root: Path, studied: Sequence[str], count: int) -> tuple[Path, ...]:
     """``count`` other identities with photos: the folders after the last studied one (sorted), then the rest."""
-    from gpen_fewshot.data.io import list_images
+    from gpen_fewshot.utils.image import list_images
 
     last = max(studied)
     rest = [n for n in _person_folders(root) if n not in studied and list_images(root / n)]
@@ -189,7 +189,7 @@ def check_prior(train: TrainSettings, eval_overrides: Sequence[str]) -> None:
 def build_study(args: argparse.Namespace) -> Study:
     """Validate the arguments and resolve persons, others and the training settings."""
     from gpen_fewshot.data.degradations import PRESETS
-    from gpen_fewshot.data.person import persons_root
+    from gpen_fewshot.persons import persons_root
 
     root = (args.persons_root or persons_root()).expanduser().resolve()
     levels = tuple(lv.strip() for lv in args.levels.split(",") if lv.strip())
@@ -319,8 +319,8 @@ def _split_counts(study: Study, name: str, work: Path, holdout: int) -> tuple[in
 
 def _measure(study: Study, name: str, work: Path, outcome: dict) -> None:
     """Vet, train, evaluate and read the metrics into ``outcome`` (raises on any failure)."""
-    from gpen_fewshot.data.person import validate_person_name
     from gpen_fewshot.evaluation.report import read_json
+    from gpen_fewshot.persons import validate_person_name
 
     validate_person_name(name)
     usable, manifest = count_usable(study.root / name, study.train, work / "vetting")

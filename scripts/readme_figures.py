@@ -19,11 +19,11 @@ from pathlib import Path
 import cv2
 
 from gpen_fewshot.cli.restore import default_input
-from gpen_fewshot.data.io import read_image, write_image
 from gpen_fewshot.faces.detection import FaceDetector
 from gpen_fewshot.restore.comparison import side_by_side
 from gpen_fewshot.restore.models import default_base_name, load_base_model
 from gpen_fewshot.restore.pipeline import RestoreOptions, Restorer
+from gpen_fewshot.utils.image import read_image, write_image
 
 DEFAULT_BOX = (600, 130, 910, 270)  # x1 y1 x2 y2 in the 1328x568 photo: six faces of the middle rows
 

@@ -26,9 +26,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from gpen_fewshot.data.io import image_to_tensor, read_image
 from gpen_fewshot.evaluation.verification import best_threshold_accuracy, read_pairs
 from gpen_fewshot.faces.identity_net import load_identity_network
+from gpen_fewshot.utils.image import image_to_tensor, read_image
 
 _BATCH = 64
 

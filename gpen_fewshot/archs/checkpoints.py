@@ -12,8 +12,8 @@ unpickled):
 - a ``.safetensors`` file, or an export directory holding ``model.safetensors`` (generator) and an optional
   ``config.json`` (generator fields at the top level or under ``"generator"``); a discriminator is read from
   ``discriminator.safetensors`` in such a directory;
-- a person / model export of :mod:`gpen_fewshot.export` (``config.json`` naming its format; delta exports are
-  completed from their recorded base), e.g. a training run's ``export/`` (generator only).
+- (a person / model export of :mod:`gpen_fewshot.export`, delta ones included, is read by
+  ``gpen_fewshot.export.load_generator``, which falls back to this module for everything else).
 
 ``module.`` (DataParallel/DDP) and ``_orig_mod.`` (``torch.compile``) prefixes are stripped.
 
@@ -43,6 +43,7 @@ from torch import Tensor
 from gpen_fewshot.archs.discriminator import DiscriminatorConfig, GPENDiscriminator
 from gpen_fewshot.archs.gpen import GeneratorConfig, GPENGenerator
 from gpen_fewshot.archs.shapes import Shapes, discriminator_shapes, generator_shapes, shape_problems
+from gpen_fewshot.weights import REGISTRY, weight_path
 
 __all__ = ["CheckpointError", "extract_state_dict", "infer_discriminator_config", "infer_generator_config",
            "load_discriminator", "load_generator", "read_checkpoint_file", "read_state_dict"]
@@ -319,7 +320,6 @@ def _resolve(path_or_name: str | Path, kind: Kind) -> Path:
     path = Path(path_or_name)
     if path.exists():
         return path
-    from gpen_fewshot.weights import REGISTRY, weight_path
 
     spec = REGISTRY.get(str(path_or_name))
     if spec is None:
@@ -341,7 +341,7 @@ def _export_config(folder: Path) -> dict[str, Any] | None:
         raise CheckpointError(f"config.json is not valid JSON ({error})") from None
     if isinstance(data, dict) and data.get("mode") == "delta":
         raise CheckpointError("is a delta export (only the fine-tuned tensors, the rest come from its base "
-                              "checkpoint): load it with gpen_fewshot.export.load_person")
+                              "checkpoint): load it with gpen_fewshot.export.load_generator")
     if isinstance(data, dict) and isinstance(data.get("generator"), dict):
         data = data["generator"]
     return data if isinstance(data, dict) else None
@@ -380,7 +380,7 @@ def _load_into(model: torch.nn.Module, state_dict: Mapping[str, Tensor], strict:
     if not strict:  # missing/unexpected keys are allowed, wrong shapes never are
         problems = [p for p in problems if "wrong shape" in p]
     if problems:
-        raise CheckpointError(f"does not fit {type(model).__name__}({_describe(config)}): " + "; ".join(problems))
+        raise CheckpointError(f"does not fit {type(model).__name__}({describe_config(config)}): " + "; ".join(problems))
     model.load_state_dict(state_dict, strict=strict)
 
 
@@ -388,10 +388,10 @@ def _build(cls: type, config: Any) -> Any:
     try:
         return cls.from_config(config)
     except ValueError as error:  # e.g. a config whose channel table has a zero entry
-        raise CheckpointError(f"cannot build {cls.__name__}({_describe(config)}): {error}") from None
+        raise CheckpointError(f"cannot build {cls.__name__}({describe_config(config)}): {error}") from None
 
 
-def _describe(config: Any) -> str:
+def describe_config(config: Any) -> str:
     shown = ("size", "style_dim", "n_mlp", "channel_multiplier", "narrow")
     return ", ".join(f"{k}={v}" for k, v in dataclasses.asdict(config).items() if k in shown)
 
@@ -406,15 +406,12 @@ def load_generator(path_or_name: str | Path, map_location: str | torch.device = 
         strict: require exactly the model's keys (shapes must always match).
         config: expected config; by default ``config.json`` of an export directory, else inferred.
 
-    An export directory of :mod:`gpen_fewshot.export` (``config.json`` with its format name; delta or full,
-    fp32 or fp16) is loaded by ``gpen_fewshot.export.load_export_generator`` (always strict, on the CPU).
+    This module knows no export format of the project: ``gpen_fewshot.export.load_generator`` is the loader
+    that also takes the project's person / model exports (delta ones included) and falls back to this one.
 
     Raises:
         CheckpointError: unreadable/wrong file or weights that do not fit; one message naming the file.
     """
-    export_dir = _our_export_dir(path_or_name)
-    if export_dir is not None:
-        return _load_our_export(export_dir, config)
     state_dict, exported, path = _read_with_config(path_or_name, "generator", map_location)
     with _about(path):
         if config is None and exported is not None:
@@ -423,32 +420,6 @@ def load_generator(path_or_name: str | Path, map_location: str | torch.device = 
         model = _build(GPENGenerator, config)
         _load_into(model, state_dict, strict, config)
     return model.eval()
-
-
-def _our_export_dir(path_or_name: str | Path) -> Path | None:
-    """``path_or_name`` when it is an export directory written by ``gpen_fewshot.export``, else None."""
-    # lazy: the exporting package imports this module
-    from gpen_fewshot.export.common import CONFIG_FILE, FORMAT_NAME
-
-    path = Path(path_or_name)
-    try:
-        data = json.loads((path / CONFIG_FILE).read_text(encoding="utf-8")) if path.is_dir() else None
-    except (OSError, ValueError):
-        return None  # not readable as ours: the generic reader below reports the problem
-    return path if isinstance(data, dict) and data.get("format") == FORMAT_NAME else None
-
-
-def _load_our_export(folder: Path, config: GeneratorConfig | None) -> GPENGenerator:
-    from gpen_fewshot.export import ExportError, load_export_generator
-
-    try:
-        model = load_export_generator(folder)
-    except ExportError as error:  # its messages already name the file
-        raise CheckpointError(str(error)) from None
-    if config is not None and model.config != config:
-        raise CheckpointError(f"{folder}: export holds GPENGenerator({_describe(model.config)}), "
-                              f"expected ({_describe(config)})")
-    return model.requires_grad_(True).eval()  # like the other formats: a fresh, trainable module
 
 
 def load_discriminator(path_or_name: str | Path, map_location: str | torch.device = "cpu", strict: bool = True,

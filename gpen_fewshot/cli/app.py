@@ -12,6 +12,15 @@ import logging
 import sys
 from pathlib import Path
 
+from gpen_fewshot.cli.restore import default_input
+from gpen_fewshot.cli.webapp import (
+    BASE_CHOICE,
+    GradioMissingError,
+    RestoreService,
+    build_app,
+    import_gradio,
+)
+
 EXIT_SETUP = 2
 
 
@@ -36,8 +45,6 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point: loads the base model, then serves the page until Ctrl-C. Returns the exit code."""
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
-    from gpen_fewshot.cli.restore import default_input
-    from gpen_fewshot.webapp import BASE_CHOICE, GradioMissingError, RestoreService, build_app, import_gradio
 
     try:
         import_gradio()

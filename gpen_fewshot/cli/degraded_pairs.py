@@ -33,8 +33,8 @@ from gpen_fewshot.data.degradations import (
     get_preset,
     sample_rng,
 )
-from gpen_fewshot.data.io import ImageReadError, list_images, read_image, to_float, to_uint8, write_image
 from gpen_fewshot.utils.atomic import atomic_write_json
+from gpen_fewshot.utils.image import ImageReadError, list_images, read_image, to_float, to_uint8, write_image
 
 _KINDS = ("bsrgan", "first_order", "none")
 

@@ -16,8 +16,10 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from gpen_fewshot.data.person import NotEnoughPhotosError, prepare_person
 from gpen_fewshot.data.photo_vetting import VettingSettings
 from gpen_fewshot.faces.alignment import TEMPLATES
+from gpen_fewshot.persons import resolve_person_dir
 
 
 class _DefaultsWhereMeaningful(argparse.HelpFormatter):
@@ -73,7 +75,6 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command; returns the exit status (0 ok, 1 fatal problem, 2 bad arguments)."""
     args = build_parser().parse_args(argv)
-    from gpen_fewshot.data.person import NotEnoughPhotosError, prepare_person, resolve_person_dir
 
     try:
         person_dir = resolve_person_dir(args.person)

@@ -34,6 +34,16 @@ from gpen_fewshot.cli.restore_outputs import (  # noqa: F401  (public here since
     refuse_overwriting_inputs,
     skipped_files,
 )
+from gpen_fewshot.cli.restore_report import face_counts, face_lines, final_line, written_line
+from gpen_fewshot.export import ExportError, discover_persons, load_person
+from gpen_fewshot.faces.detection import FaceDetector
+from gpen_fewshot.faces.paste import PasteConfig
+from gpen_fewshot.restore import FaceModel, RestoreOptions, Restorer, load_base_model
+from gpen_fewshot.restore.comparison import comparison_path, faces_dir
+from gpen_fewshot.restore.models import BASE
+from gpen_fewshot.restore.pipeline import BACKGROUND_UPSAMPLERS, sidecar_path
+from gpen_fewshot.utils.checkout import source_root
+from gpen_fewshot.utils.precision import cpu_bf16_supported
 
 DEMO_INPUT = Path("data") / "demo" / "group" / "Solvay_conference_1927.png"
 EXIT_OK, EXIT_FAILURES, EXIT_SETUP, EXIT_INTERRUPTED = 0, 1, 2, 130
@@ -124,13 +134,9 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def _repo_root() -> Path:
-    return Path(__file__).resolve().parents[2]
-
-
 def default_input() -> Path:
     """The bundled demo photo (looked up in the current folder, then in the source checkout)."""
-    for root in (Path.cwd(), _repo_root()):
+    for root in (Path.cwd(), source_root() or Path.cwd()):
         if (root / DEMO_INPUT).is_file():
             return root / DEMO_INPUT
     return Path.cwd() / DEMO_INPUT
@@ -144,7 +150,6 @@ def resolve_device(name: str, precision: str = "auto") -> tuple[torch.device, st
     """
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu") if name == "auto" else torch.device(name)
     if precision == "auto":
-        from gpen_fewshot.utils.precision import cpu_bf16_supported
 
         return device, "bf16" if device.type == "cpu" and cpu_bf16_supported() else "fp32"
     if precision == "fp16" and device.type != "cuda":
@@ -155,7 +160,6 @@ def resolve_device(name: str, precision: str = "auto") -> tuple[torch.device, st
 
 def _load_persons(args: argparse.Namespace) -> tuple[list, int]:
     """PersonWeights for --person / --persons-dir; bad ones are reported (one line each) and skipped."""
-    from gpen_fewshot.export import ExportError, discover_persons, load_person
 
     names: list = list(args.person)
     if not names and args.persons_dir is not None:
@@ -175,8 +179,6 @@ def _load_persons(args: argparse.Namespace) -> tuple[list, int]:
 
 
 def _options(args: argparse.Namespace, precision: str):
-    from gpen_fewshot.faces.paste import PasteConfig
-    from gpen_fewshot.restore import RestoreOptions
 
     extra = {}
     if args.match_threshold is not None:
@@ -196,9 +198,6 @@ def build_restorer(args: argparse.Namespace, device: torch.device, precision: st
     Raises:
         FileNotFoundError / ValueError: no base model, bad --weights (the message is one line).
     """
-    from gpen_fewshot.export import load_person
-    from gpen_fewshot.faces.detection import FaceDetector
-    from gpen_fewshot.restore import Restorer, load_base_model
 
     options = _options(args, precision)
     persons, failures, force = [], 0, None
@@ -216,8 +215,6 @@ def build_restorer(args: argparse.Namespace, device: torch.device, precision: st
 def _default_base(persons: list):
     """Without --base: the base model the (first) person was trained from, so that strength 0 reproduces it
     and a person tuned from GPEN-BFR-256 works without GPEN-BFR-512; else the default base model."""
-    from gpen_fewshot.restore import FaceModel, load_base_model
-    from gpen_fewshot.restore.models import BASE
 
     for person in persons:
         if person.has_base:
@@ -279,9 +276,6 @@ def _face_progress(bar):
 
 def _report(source: Path, target: Path, result, seconds: float, args: argparse.Namespace, write) -> None:
     """The photo's lines: faces found / restored / skipped, one line per outcome, the files written."""
-    from gpen_fewshot.cli.restore_report import face_counts, face_lines, written_line
-    from gpen_fewshot.restore.comparison import comparison_path, faces_dir
-    from gpen_fewshot.restore.pipeline import sidecar_path
 
     write(f"{source.name}: {face_counts(result.faces)} ({seconds:.1f} s)")
     for line in face_lines(result.faces, result.info.get("base_label", "base")):
@@ -322,7 +316,6 @@ def main(argv: list[str] | None = None) -> int:
 
 def _check(args: argparse.Namespace) -> str | None:
     """What is wrong with the option values, in one line, or None."""
-    from gpen_fewshot.restore.pipeline import BACKGROUND_UPSAMPLERS
 
     if not 0.0 <= args.strength <= 1.0:
         return f"--strength must be in [0, 1], got {args.strength}"
@@ -341,7 +334,6 @@ def _check(args: argparse.Namespace) -> str | None:
 
 def _run(args: argparse.Namespace, pairs: list[tuple[Path, Path]], started: float) -> int:
     """Plan (filling ``pairs``), load the models, restore; returns the exit code."""
-    from gpen_fewshot.cli.restore_report import final_line
 
     input_path = args.input or default_input()
     try:

@@ -6,6 +6,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from gpen_fewshot.utils.image import IMAGE_EXTENSIONS, list_images
+
 EXTENSIONS = ("auto", "png", "jpg")  # --ext; auto = the input's own extension
 
 
@@ -26,7 +28,6 @@ def plan_outputs(input_path: Path, output: str | None, ext: str = "auto", suffix
         ValueError: a single input's output file has an extension no supported format uses, or contradicts
             ``ext``, or is combined with ``suffix``.
     """
-    from gpen_fewshot.data.io import list_images
 
     if input_path.is_dir():
         images = list_images(input_path)
@@ -65,7 +66,6 @@ def _distinct(pairs: list[tuple[Path, Path]]) -> list[tuple[Path, Path]]:
 
 def _output_file(target: Path, ext: str, suffix: str) -> Path:
     """``target`` if its extension is a format we write; a dotted folder name needs a trailing '/'."""
-    from gpen_fewshot.data.io import IMAGE_EXTENSIONS
 
     if target.suffix.lower() not in IMAGE_EXTENSIONS:
         raise ValueError(f"{target}: unsupported output format {target.suffix!r} (use one of "
@@ -100,7 +100,6 @@ def _file_id(path: Path) -> tuple[int, int]:
 
 def skipped_files(input_path: Path) -> list[tuple[Path, str]]:
     """Visible entries of an input folder that are not restored, with the reason (nothing is skipped silently)."""
-    from gpen_fewshot.data.io import IMAGE_EXTENSIONS
 
     if not input_path.is_dir():
         return []

@@ -39,10 +39,11 @@ from gpen_fewshot.data.degradations import (
     resolve_config,
     sample_rng,
 )
-from gpen_fewshot.data.io import image_to_tensor, read_image, to_float
-from gpen_fewshot.evaluation.protocol import degrade as protocol_degrade
-from gpen_fewshot.evaluation.protocol import sample_rng as protocol_rng
+from gpen_fewshot.data.draws import degrade as protocol_degrade
+from gpen_fewshot.data.draws import sample_rng as protocol_rng
+from gpen_fewshot.data.person import prepare_faces_folder, prepare_person
 from gpen_fewshot.utils.hashing import sha256_file
+from gpen_fewshot.utils.image import image_to_tensor, read_image, to_float
 
 DegradationSpec = str | Mapping[str, Any] | DegradationConfig
 _TRAIN_STREAM = 0
@@ -390,7 +391,6 @@ class PersonDataModule(CropsDataModule):
         return [by_crop.get(str(crop)) for crop in crops]
 
     def _prepare(self) -> Any:
-        from gpen_fewshot.data.person import prepare_person  # the face pipeline is only needed here
 
         options: dict[str, Any] = {"min_photos": self.min_photos}
         if self.holdout is not None:
@@ -442,7 +442,6 @@ class FacesFolderDataModule(CropsDataModule):
         return split_holdout(self._prepare(), self.val_count)
 
     def _prepare(self) -> list[Path]:
-        from gpen_fewshot.data.person import prepare_faces_folder
 
         crops: list[Path] = []
         for folder in self.faces_dirs:

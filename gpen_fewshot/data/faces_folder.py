@@ -17,12 +17,12 @@ from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from gpen_fewshot.data.io import ImageReadError, list_images, read_image, write_image
 from gpen_fewshot.faces.alignment import align_face, template_eye_distance
 from gpen_fewshot.faces.detection import FaceDetector, resolve_model
 from gpen_fewshot.faces.quality import sharpness
 from gpen_fewshot.utils.atomic import atomic_write_json
 from gpen_fewshot.utils.hashing import sha256_file
+from gpen_fewshot.utils.image import ImageReadError, list_images, read_image, write_image
 
 FOLDER_VERSION = 1
 SAVE_EVERY = 200  # photos between manifest checkpoints (an interrupted run keeps its progress)

@@ -16,14 +16,12 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from gpen_fewshot.data.contact_sheet import person_contact_sheet
 from gpen_fewshot.data.faces_folder import default_prepared_root, prepare_faces_folder
-from gpen_fewshot.data.io import write_image
 from gpen_fewshot.data.photo_vetting import (
     Photo,
     PhotoRecord,
@@ -37,8 +35,12 @@ from gpen_fewshot.data.photo_vetting import (
     sha256_bytes,
     to_record,
 )
+from gpen_fewshot.faces.alignment import TEMPLATES
 from gpen_fewshot.faces.detection import FaceDetector, resolve_model
+from gpen_fewshot.faces.identity import SAME_PERSON_THRESHOLD, IdentityEmbedder
+from gpen_fewshot.persons import validate_person_name
 from gpen_fewshot.utils.atomic import atomic_write_json
+from gpen_fewshot.utils.image import write_image
 
 __all__ = [
     "NotEnoughPhotosError",
@@ -46,14 +48,10 @@ __all__ = [
     "PreparedPerson",
     "prepare_faces_folder",
     "prepare_person",
-    "resolve_person_dir",
-    "validate_person_name",
 ]
 
 PREPARE_VERSION = 3  # bump when decisions or crops would change for the same inputs and settings
 # (3: photos over photo_vetting.MAX_PHOTO_PIXELS are downscaled before detection)
-ENV_PERSONS_DIR = "GPEN_FEWSHOT_PERSONS_DIR"
-_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,99}")
 
 
 class NotEnoughPhotosError(ValueError):
@@ -86,49 +84,6 @@ class PreparedPerson:
     from_cache: bool
 
 
-def validate_person_name(name: str) -> str:
-    """Return ``name`` if it is a safe person name, else raise ValueError.
-
-    Allowed: letters, digits, ``_``, ``-`` and ``.`` (not first), at most 100 characters, no ``..``. This
-    excludes path separators, absolute paths, parent references and hidden names.
-    """
-    if not isinstance(name, str) or not _NAME_RE.fullmatch(name) or ".." in name:
-        raise ValueError(f"invalid person name {name!r}: use letters, digits, '_', '-' and '.' (not first), "
-                         "at most 100 characters, no '/' or '..'")
-    return name
-
-
-def persons_root() -> Path:
-    """Folder of person folders: ``$GPEN_FEWSHOT_PERSONS_DIR``, else ``<repo>/data/persons`` in a source
-    checkout, else ``./data/persons``."""
-    env = os.environ.get(ENV_PERSONS_DIR)
-    if env:
-        return Path(env).expanduser()
-    repo = Path(__file__).resolve().parents[2]
-    if (repo / "pyproject.toml").is_file():
-        return repo / "data" / "persons"
-    return Path("data") / "persons"
-
-
-def resolve_person_dir(name_or_path: str | os.PathLike, root: str | os.PathLike | None = None) -> Path:
-    """An existing folder as given, else a validated person name under ``root`` (default ``persons_root()``).
-
-    Raises:
-        ValueError: not a folder and not a valid person name.
-        FileNotFoundError: a valid name without a folder.
-    """
-    path = Path(name_or_path)
-    if path.is_dir():
-        return path
-    if "/" in str(name_or_path) or os.sep in str(name_or_path):
-        raise FileNotFoundError(f"{name_or_path}: no such folder")
-    name = validate_person_name(str(name_or_path))
-    folder = Path(root) if root is not None else persons_root()
-    if not (folder / name).is_dir():
-        raise FileNotFoundError(f"no photo folder for person {name!r}: {folder / name} does not exist")
-    return folder / name
-
-
 def _list_photos(person_dir: Path) -> list[Path]:
     """Every visible regular file (non-images are reported as unreadable rather than silently skipped)."""
     return sorted(p for p in person_dir.iterdir() if p.is_file() and not p.name.startswith("."))
@@ -136,7 +91,6 @@ def _list_photos(person_dir: Path) -> list[Path]:
 
 def _check_settings(size: int, template: str, holdout: int | float | None, min_photos: int) -> None:
     """Fail before any work on settings that cannot work."""
-    from gpen_fewshot.faces.alignment import TEMPLATES
 
     if not isinstance(size, int) or size < 32:
         raise ValueError(f"crop size must be an integer >= 32, got {size!r}")
@@ -266,10 +220,6 @@ def _vet(files: list[Path], det: FaceDetector, settings: VettingSettings,
 
 
 def _same_person_threshold() -> float:
-    try:
-        from gpen_fewshot.faces.identity import SAME_PERSON_THRESHOLD
-    except ImportError:
-        from gpen_fewshot.data.photo_vetting import SAME_PERSON_THRESHOLD
     return float(SAME_PERSON_THRESHOLD)
 
 
@@ -278,8 +228,6 @@ def _identity_embed(wanted: bool, template: str) -> tuple[Callable | None, str]:
     if not wanted:
         return None, ""
     try:
-        from gpen_fewshot.faces.identity import IdentityEmbedder
-
         return IdentityEmbedder(template=template).load().embed, ""
     except Exception as err:  # missing dlib/models must not stop preparation; the notes say so
         return None, f"identity embedder unavailable ({type(err).__name__}: {err})"

@@ -33,9 +33,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from gpen_fewshot.data.io import ImageReadError, read_image
 from gpen_fewshot.faces.alignment import AlignedFace, align_face, template_eye_distance
 from gpen_fewshot.faces.detection import Face, FaceDetector
+from gpen_fewshot.faces.identity import SAME_PERSON_THRESHOLD
 from gpen_fewshot.faces.quality import (
     ANALYSIS_EYE_DISTANCE,
     analysis_crop,
@@ -43,6 +43,7 @@ from gpen_fewshot.faces.quality import (
     same_picture_score,
     sharpness,
 )
+from gpen_fewshot.utils.image import ImageReadError, read_image
 
 REJECTIONS = ("unreadable", "no_face", "too_small", "blurred", "duplicate")
 MAX_CANDIDATES = 5  # faces of a group photo compared by identity (largest first)
@@ -50,7 +51,6 @@ THUMBNAIL_SIDE = 200
 # Photos are vetted and cropped from at most this many pixels (larger JPEGs are decoded at reduced scale):
 # far more than any face crop needs, and it keeps a 200-megapixel phone photo within a few hundred MB.
 MAX_PHOTO_PIXELS = 40_000_000
-SAME_PERSON_THRESHOLD = 0.6  # dlib's convention; used only if the identity module cannot be imported
 _BUFFER_REPR = re.compile(r" ?<_io\.BytesIO object at 0x[0-9a-fA-F]+>")
 
 

@@ -22,7 +22,9 @@ from torchmetrics.image.fid import FrechetInceptionDistance
 from torchmetrics.image.kid import KernelInceptionDistance
 
 from gpen_fewshot.evaluation.fidelity import check_image
+from gpen_fewshot.evaluation.inception import FID_WEIGHTS, load_fid_inception
 from gpen_fewshot.evaluation.values import MetricValue, Unavailable
+from gpen_fewshot.weights import WeightsUnavailableError, destination, get_spec
 
 
 class _Precomputed(nn.Module):
@@ -77,8 +79,6 @@ class FeatureDistance:
     def feature(self) -> nn.Module | None:
         """The feature extractor (the default one is loaded on first use), or None when unavailable."""
         if self._feature is None and self._reason is None:
-            from gpen_fewshot.evaluation.inception import FID_WEIGHTS, load_fid_inception
-            from gpen_fewshot.weights import WeightsUnavailableError, destination, get_spec
 
             try:
                 self._feature = load_fid_inception(download=self.download)

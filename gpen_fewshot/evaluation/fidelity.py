@@ -22,8 +22,9 @@ import torch
 from torch import nn
 
 from gpen_fewshot._compat import import_basicsr
-from gpen_fewshot.data.io import image_to_tensor, rgb_to_bgr
 from gpen_fewshot.evaluation.values import MetricValue, Unavailable
+from gpen_fewshot.utils.image import image_to_tensor, rgb_to_bgr
+from gpen_fewshot.weights import WeightsUnavailableError, destination, get_spec, weight_path
 
 LPIPS_WEIGHTS = "lpips-alexnet"
 # NIQE's features use 96x96 blocks at full and half resolution; with fewer than 2x2 blocks its covariance
@@ -147,7 +148,6 @@ class LPIPSMetric:
         """Why the real network cannot be built (missing AlexNet file), or None when it can (or was given)."""
         if self._net is not None:
             return None
-        from gpen_fewshot.weights import WeightsUnavailableError, destination, get_spec, weight_path
 
         try:
             weight_path(LPIPS_WEIGHTS, download=self.download, progress=False)

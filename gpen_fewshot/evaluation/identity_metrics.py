@@ -25,6 +25,8 @@ from gpen_fewshot.faces.identity import (
     mean_embedding,
     similarity_from_distance,
 )
+from gpen_fewshot.faces.identity_net import IdentityEncoder, load_identity_network
+from gpen_fewshot.utils.image import image_to_tensor
 
 GT_KEYS = ("id_distance_gt", "id_similarity_gt", "id_verified_gt")
 REF_KEYS = ("id_distance_ref", "id_similarity_ref", "id_verified_ref")
@@ -154,8 +156,6 @@ class MobileFaceNetScorer:
         """(N, 128) float64 unit embeddings of uint8 RGB (S, S, 3) aligned crops."""
         import torch
 
-        from gpen_fewshot.data.io import image_to_tensor
-        from gpen_fewshot.faces.identity_net import IdentityEncoder, load_identity_network
 
         if self._encoder is None:
             self._encoder = IdentityEncoder(load_identity_network("mobilefacenet"), "mobilefacenet", self.template)

@@ -19,6 +19,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torchvision.models.inception import Inception3, InceptionA, InceptionC, InceptionE
 
+from gpen_fewshot.weights import weight_path
+
 FID_WEIGHTS = "fid-inception"
 FID_INPUT_SIZE = 299
 FID_NUM_FEATURES = 2048
@@ -119,7 +121,6 @@ def load_fid_inception(path: str | os.PathLike | None = None, download: bool = F
         ValueError: the file is not an Inception state_dict (names what is missing / unexpected).
     """
     if path is None:
-        from gpen_fewshot.weights import weight_path
 
         path = weight_path(FID_WEIGHTS, download=download)
     path = Path(path)

@@ -30,7 +30,6 @@ import numpy as np
 import torch
 from torch import nn
 
-from gpen_fewshot.data.io import tensor_to_image
 from gpen_fewshot.evaluation.distribution import FeatureDistance
 from gpen_fewshot.evaluation.fidelity import LPIPSMetric, check_image, niqe, psnr, ssim
 from gpen_fewshot.evaluation.identity_metrics import (
@@ -43,6 +42,7 @@ from gpen_fewshot.evaluation.identity_metrics import (
 )
 from gpen_fewshot.evaluation.values import MetricValue, Unavailable, mean_or_unavailable
 from gpen_fewshot.faces.identity import SAME_PERSON_THRESHOLD, IdentityEmbedder
+from gpen_fewshot.utils.image import tensor_to_image
 
 ALL_METRICS = ("psnr", "psnr_y", "ssim", "ssim_y", "lpips", "niqe", "fid", "identity", "identity_mfn")
 # Groups that produce several result keys.
@@ -62,7 +62,7 @@ Images = Sequence[np.ndarray] | np.ndarray | torch.Tensor
 
 def as_images(images: Images | None) -> list[np.ndarray] | None:
     """uint8 RGB (H, W, 3) images from a list of them, a uint8 (N, H, W, 3) or (H, W, 3) array, or a float
-    tensor (N, 3, H, W) / (3, H, W) in [-1, 1] (network output; converted by ``data.io.tensor_to_image``)."""
+    tensor (N, 3, H, W) / (3, H, W) in [-1, 1] (network output; converted by ``utils.image.tensor_to_image``)."""
     if images is None:
         return None
     if isinstance(images, torch.Tensor):

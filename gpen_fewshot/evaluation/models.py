@@ -29,7 +29,12 @@ from typing import Any
 import yaml
 
 from gpen_fewshot.archs import GPENGenerator
+from gpen_fewshot.archs.checkpoints import CheckpointError
+from gpen_fewshot.export.common import recover_export_dir
+from gpen_fewshot.export.loading import load_generator
+from gpen_fewshot.persons import weights_dir as default_export_dir
 from gpen_fewshot.utils.jsonfile import read_json_object
+from gpen_fewshot.weights import REGISTRY
 
 RANDOM = "random"  # recorded base of a run that started from random weights
 NO_BASE = ("none", "null", "")
@@ -206,7 +211,6 @@ def _path_specs(path: Path, select: str) -> list[ModelSpec]:
 
 
 def _entry_specs(entry: str, select: str) -> list[ModelSpec]:
-    from gpen_fewshot.weights import REGISTRY
 
     expanded = Path(entry).expanduser()
     if _GLOB_CHARS & set(entry):
@@ -232,7 +236,6 @@ def _unique_names(specs: list[ModelSpec]) -> list[ModelSpec]:
 
 
 def _base_spec(source: str, template: str | None) -> ModelSpec:
-    from gpen_fewshot.weights import REGISTRY
 
     path = Path(source).expanduser()
     if path.exists():
@@ -287,7 +290,6 @@ def registered_export(person: str, persons_dir: str | Path | None = None, base: 
     Raises:
         ModelSpecError: no registered export and no ``base``: one line saying how to make one.
     """
-    from gpen_fewshot.export.common import default_export_dir, recover_export_dir
 
     try:
         folder = default_export_dir(person, persons_dir)
@@ -324,7 +326,6 @@ def load_model(spec: ModelSpec) -> GPENGenerator:
     Raises:
         ModelSpecError: the files are unreadable or do not fit (the message names the file).
     """
-    from gpen_fewshot.archs.checkpoints import CheckpointError, load_generator
 
     try:
         generator = load_generator(spec.source)  # any format, export directories (delta or full) included

@@ -27,15 +27,16 @@ from pathlib import Path
 
 import numpy as np
 
+from gpen_fewshot.data.datamodule import FacesFolderDataModule
 from gpen_fewshot.data.degradations import BSRGANConfig, Degradation, build_degradation, get_preset
 from gpen_fewshot.data.degradations.primitives import resize
-from gpen_fewshot.data.io import to_float, to_uint8
 from gpen_fewshot.evaluation.fidelity import psnr, ssim
 from gpen_fewshot.evaluation.identity_metrics import IdentityScorer
 from gpen_fewshot.evaluation.protocol import read_crop, sample_rng
 from gpen_fewshot.evaluation.values import Unavailable
 from gpen_fewshot.faces.identity import SAME_PERSON_THRESHOLD, IdentityEmbedder
 from gpen_fewshot.utils.hashing import sha256_file
+from gpen_fewshot.utils.image import to_float, to_uint8
 
 BICUBIC = "bicubic"
 GROUND_TRUTH = "ground truth"
@@ -72,7 +73,6 @@ def held_out_crops(faces_dirs: Sequence[str | Path], size: int = 256, template: 
     Raises:
         ValueError: no folder, or too few crops to hold ``val_count`` out (the datamodule's message).
     """
-    from gpen_fewshot.data.datamodule import FacesFolderDataModule  # Lightning: only needed here
 
     dirs = [Path(d) for d in faces_dirs]
     if not dirs:

@@ -13,7 +13,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import os
 import shutil
 import tempfile
@@ -24,15 +23,14 @@ from pathlib import Path
 import numpy as np
 
 from gpen_fewshot.data.degradations import Degradation, build_degradation, get_preset
-from gpen_fewshot.data.io import list_images, read_image, to_float, to_uint8, write_image
+from gpen_fewshot.data.draws import ProtocolError, degrade, sample_rng
+from gpen_fewshot.data.faces_folder import prepare_faces_folder
+from gpen_fewshot.data.person import prepare_person
 from gpen_fewshot.utils.hashing import sha256_file
+from gpen_fewshot.utils.image import list_images, read_image, write_image
 
 PERSON_SET = "person"
 OTHERS_SET = "others"
-
-
-class ProtocolError(ValueError):
-    """The evaluation set cannot be built (no held-out photos, unusable folders); the message says why."""
 
 
 @dataclass(frozen=True)
@@ -114,30 +112,12 @@ class EvalSet:
         return [i for i, s in enumerate(self.samples) if s.level == level]
 
 
-def sample_rng(seed: int, key: str, level: str, copy: int) -> np.random.Generator:
-    """The generator of one degradation draw, from ``(seed, photo key, level, copy)`` only."""
-    digest = hashlib.sha256(f"{key}\0{level}\0{int(copy)}".encode()).digest()
-    return np.random.default_rng(np.random.SeedSequence([int(seed), int.from_bytes(digest[:16], "little")]))
-
-
 def _same_size_degradation(level: str) -> Degradation:
     degradation = build_degradation(get_preset(level))
     if degradation.scale != 1:
         raise ProtocolError(f"degradation preset {level!r} has scale {degradation.scale}; the evaluation needs "
                             "inputs of the model's size (scale 1)")
     return degradation
-
-
-def degrade(gt: np.ndarray, degradation: Degradation, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    """One draw: uint8 RGB (S, S, 3) ground truth -> ``(gt, lq)``, both uint8 RGB (S, S, 3).
-
-    The ground truth comes back too because a degradation model may change it (grayscale pairs).
-    """
-    new_gt, lq = degradation.pair(to_float(gt), rng)
-    if lq.shape != gt.shape:
-        raise ProtocolError(f"degradation {degradation!r} changed the size {gt.shape} -> {lq.shape}")
-    new_gt = gt if np.array_equal(to_uint8(new_gt), gt) else to_uint8(new_gt)
-    return new_gt, to_uint8(lq)
 
 
 def read_crop(path: Path, size: int) -> np.ndarray:
@@ -216,7 +196,6 @@ def person_photos(person_dir: str | os.PathLike, size: int, template: str, holdo
     Raises:
         ProtocolError: no photo is held out (all were trained on).
     """
-    from gpen_fewshot.data.person import prepare_person  # the face pipeline is only needed here
 
     options: dict = {"min_photos": int(min_photos)}
     if holdout is not None:
@@ -279,7 +258,6 @@ def other_photos(groups: Sequence[tuple[str, Sequence[Path]]], size: int, templa
     The chosen photos are copied into ``work_dir`` and prepared there (``prepare_faces_folder``), so shared
     read-only folders are never written to and large folders are not processed whole.
     """
-    from gpen_fewshot.data.faces_folder import prepare_faces_folder
 
     photos: list[EvalPhoto] = []
     for name, files in groups:

@@ -20,10 +20,10 @@ from typing import Any
 import cv2
 import numpy as np
 
-from gpen_fewshot.data.io import write_image
 from gpen_fewshot.evaluation.values import MetricValue, Unavailable
 from gpen_fewshot.utils.atomic import atomic_write_json, atomic_write_text
 from gpen_fewshot.utils.drawing import draw_text, text_width
+from gpen_fewshot.utils.image import write_image
 
 MEAN_LEVEL = "mean"
 CSV_FIELDS = ("set", "model", "level", "metric", "value", "delta_vs_base", "best", "unavailable")

@@ -19,22 +19,33 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from gpen_fewshot.data.io import read_image
-from gpen_fewshot.evaluation.identity_metrics import MFN_REF_KEYS, REF_KEYS
+from gpen_fewshot.data.person import NotEnoughPhotosError
+from gpen_fewshot.evaluation.identity_metrics import MFN_REF_KEYS, REF_KEYS, person_reference
 from gpen_fewshot.evaluation.metrics import ALL_METRICS, MetricSuite
-from gpen_fewshot.evaluation.models import ModelSpec, load_model
+from gpen_fewshot.evaluation.models import (
+    ModelSpec,
+    ModelSpecError,
+    load_model,
+    registered_export,
+    resolve_models,
+    run_config,
+)
 from gpen_fewshot.evaluation.protocol import (
     PERSON_SET,
     EvalSet,
     ProtocolConfig,
+    ProtocolError,
     build_eval_set,
     build_others_set,
     find_other_groups,
     person_photos,
     save_inputs,
 )
+from gpen_fewshot.evaluation.report import ReportSettings, unavailable_reasons, write_report
 from gpen_fewshot.evaluation.values import MetricValue, Unavailable
+from gpen_fewshot.faces.identity import IdentityEmbedder
 from gpen_fewshot.restore.models import run_model
+from gpen_fewshot.utils.image import read_image
 
 log = logging.getLogger(__name__)
 
@@ -156,7 +167,6 @@ class MetricTools:
     def suite(self, template: str) -> MetricSuite:
         """The suite for crops of ``template`` (the identity face box depends on it)."""
         if template not in self._suites:
-            from gpen_fewshot.faces.identity import IdentityEmbedder
 
             s = self.selection
             wanted = {"psnr": s.psnr, "psnr_y": s.psnr, "ssim": s.ssim, "ssim_y": s.ssim, "lpips": s.lpips,
@@ -169,7 +179,6 @@ class MetricTools:
     def reference(self, crops: Sequence[Path], template: str) -> dict[str, np.ndarray] | Unavailable:
         """The person's reference embeddings (``"dlib"``, ``"mobilefacenet"``): means over their training
         crops."""
-        from gpen_fewshot.evaluation.identity_metrics import person_reference
 
         suite = self.suite(template)
         if suite.identity is None:
@@ -340,7 +349,6 @@ def options_from_config(cfg: Mapping[str, Any]) -> EvalOptions:
 def recorded_data_settings(specs: Sequence[ModelSpec], person: str | None = None) -> dict[str, Any]:
     """``holdout`` / ``min_photos`` / ``cache_dir`` of the first training run of ``person`` among ``specs``
     (they decide which photos that run held out), as far as its config records them."""
-    from gpen_fewshot.evaluation.models import run_config
 
     for spec in specs:
         config = run_config(spec.run_dir) if spec.run_dir is not None else {}
@@ -353,7 +361,6 @@ def recorded_data_settings(specs: Sequence[ModelSpec], person: str | None = None
 
 def _warn_other_person(specs: Sequence[ModelSpec], person: str | None) -> None:
     """Evaluating a model on someone it was not tuned for is allowed (specificity) but worth a warning."""
-    from gpen_fewshot.evaluation.models import run_config
 
     for spec in specs:
         trained_on = run_config(spec.run_dir).get("person") if spec.run_dir is not None else None
@@ -363,8 +370,6 @@ def _warn_other_person(specs: Sequence[ModelSpec], person: str | None) -> None:
 
 def main(cfg: Mapping[str, Any], progress: bool = True) -> Path:
     """What ``evaluate.py`` runs: resolve the models, evaluate, write the report; returns the output folder."""
-    from gpen_fewshot.evaluation.models import resolve_models
-    from gpen_fewshot.evaluation.report import ReportSettings, write_report
 
     specs = resolve_models(_ckpt(cfg), cfg.get("base"), str(cfg.get("checkpoint", "export")))
     recorded = recorded_data_settings(specs, cfg.get("person"))
@@ -390,7 +395,6 @@ def main(cfg: Mapping[str, Any], progress: bool = True) -> Path:
 
 def _ckpt(cfg: Mapping[str, Any]) -> Any:
     """``ckpt``, else the person's registered export (see ``registered_export``)."""
-    from gpen_fewshot.evaluation.models import registered_export
 
     if cfg.get("ckpt") or not cfg.get("person"):
         return cfg.get("ckpt")
@@ -404,15 +408,11 @@ def _ckpt(cfg: Mapping[str, Any]) -> Any:
 
 
 def _unavailable(evaluation: EvalResults) -> list[str]:
-    from gpen_fewshot.evaluation.report import unavailable_reasons
 
     return unavailable_reasons(evaluation.results)
 
 
 def user_errors() -> tuple[type[BaseException], ...]:
     """Errors caused by the user's files or settings (shown as one message, no traceback)."""
-    from gpen_fewshot.data.person import NotEnoughPhotosError
-    from gpen_fewshot.evaluation.models import ModelSpecError
-    from gpen_fewshot.evaluation.protocol import ProtocolError
 
     return (ModelSpecError, ProtocolError, NotEnoughPhotosError, FileNotFoundError)

@@ -38,25 +38,26 @@ Typical use::
     weights = load_person(from_pretrained("me/gpen-alice"))      # a Hub repo id or a local folder
 """
 
-from gpen_fewshot.export.base import BaseReference, file_sha256, load_base_state_dict, resolve_base
+from gpen_fewshot.export.base import BaseReference, file_sha256, resolve_base
 from gpen_fewshot.export.common import (
     CARD_FILE,
     CONFIG_FILE,
-    ENV_PERSONS_DIR,
     FORMAT_NAME,
     FORMAT_VERSION,
     PERSON_FILE,
     WEIGHTS_FILE,
     ExportError,
     PersonMetadata,
-    default_export_dir,
     discover_persons,
     find_export_dir,
-    persons_dir,
 )
 from gpen_fewshot.export.hub import from_pretrained, push_to_hub
-from gpen_fewshot.export.reader import PersonWeights, load_export_generator, load_person
+from gpen_fewshot.export.loading import load_generator
+from gpen_fewshot.export.reader import PersonWeights, load_base_state_dict, load_export_generator, load_person
 from gpen_fewshot.export.writer import copy_export, export_generator, export_person
+from gpen_fewshot.persons import ENV_PERSONS_DIR
+from gpen_fewshot.persons import persons_root as persons_dir
+from gpen_fewshot.persons import weights_dir as default_export_dir
 
 __all__ = [
     "CARD_FILE",
@@ -80,6 +81,7 @@ __all__ = [
     "from_pretrained",
     "load_base_state_dict",
     "load_export_generator",
+    "load_generator",
     "load_person",
     "persons_dir",
     "push_to_hub",

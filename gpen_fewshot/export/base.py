@@ -1,17 +1,17 @@
-"""The base checkpoint a person export refers to: resolution (name / file / directory), sha256, tensors."""
+"""The base checkpoint a person export refers to: resolution (name / file / directory) and sha256.
+
+Its tensors are read by :func:`gpen_fewshot.export.reader.load_base_state_dict`.
+"""
 
 from __future__ import annotations
 
-import functools
 import os
 from dataclasses import dataclass
 from pathlib import Path
 
-import torch
-from torch import Tensor
-
 from gpen_fewshot.export.common import CONFIG_FILE, WEIGHTS_FILE, ExportError
 from gpen_fewshot.utils.hashing import sha256_file
+from gpen_fewshot.weights import REGISTRY, destination, weight_path
 
 
 @dataclass(frozen=True)
@@ -43,7 +43,6 @@ def file_sha256(path: Path) -> str:
 
 def _registry_name_of(path: Path) -> str | None:
     """The registry name whose file is ``path``, if any."""
-    from gpen_fewshot.weights import REGISTRY, destination
 
     resolved = path.resolve()
     for name in REGISTRY:
@@ -71,7 +70,6 @@ def resolve_base(base: str | os.PathLike) -> BaseReference:
         ExportError: neither an existing path nor a registry name whose file is on disk; the message says
             where the file should be.
     """
-    from gpen_fewshot.weights import REGISTRY, weight_path
 
     path = Path(base).expanduser()
     if path.exists():
@@ -98,7 +96,6 @@ def resolve_recorded_base(name: str | None, sha256: str | None, path_hint: str |
     """
     candidates: list[str | os.PathLike] = [override] if override is not None else []
     if override is None:
-        from gpen_fewshot.weights import REGISTRY, destination
 
         if name in REGISTRY and destination(name).exists():
             candidates.append(name)
@@ -112,32 +109,3 @@ def resolve_recorded_base(name: str | None, sha256: str | None, path_hint: str |
         raise ExportError(f"{export_dir}: base checkpoint mismatch: expected {name!r} with sha256 {sha256}, "
                           f"got {ref.path} with sha256 {ref.sha256}")
     return ref
-
-
-def load_base_state_dict(ref: BaseReference) -> dict[str, Tensor]:
-    """Full generator state dict (float32, CPU) of a base checkpoint; cached per (path, sha256).
-
-    The returned tensors are shared between callers: never modify them in place.
-    """
-    return _load_cached(str(ref.path), ref.sha256)
-
-
-@functools.lru_cache(maxsize=2)
-def _load_cached(path: str, sha256: str) -> dict[str, Tensor]:
-    del sha256  # part of the cache key only: a changed file is loaded again
-    source = Path(path)
-    if source.is_dir():
-        from gpen_fewshot.export.reader import load_person
-
-        weights = load_person(source)
-        if weights.mode != "full":
-            raise ExportError(f"{source}: a base must be a full export, this one is {weights.mode!r}")
-        state = weights.state_dict
-    else:
-        from gpen_fewshot.archs.checkpoints import CheckpointError, load_generator
-
-        try:
-            state = load_generator(source).state_dict()
-        except CheckpointError as err:
-            raise ExportError(f"{source}: not a usable base generator ({err})") from None
-    return {k: v.detach().to("cpu", torch.float32) for k, v in state.items()}

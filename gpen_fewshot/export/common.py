@@ -10,13 +10,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from gpen_fewshot.persons import weights_dir as default_export_dir
+
 FORMAT_NAME = "gpen-fewshot-generator"
 FORMAT_VERSION = 1
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
 PERSON_FILE = "person.json"
 CARD_FILE = "README.md"  # person exports: the model card (gpen_fewshot.export.card)
-ENV_PERSONS_DIR = "GPEN_FEWSHOT_PERSONS_DIR"  # read by gpen_fewshot.data.person.persons_root
 EMBEDDING_DIM = 128
 MODES = ("delta", "full")
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16}
@@ -91,21 +92,6 @@ def _optional_str(value: object) -> str | None:
     if value is not None and not isinstance(value, str):
         raise TypeError(f"expected a string or null, got {value!r}")
     return value
-
-
-def persons_dir() -> Path:
-    """Root folder of the persons (same as ``gpen_fewshot.data.person.persons_root``):
-    ``$GPEN_FEWSHOT_PERSONS_DIR``, else ``<repo>/data/persons`` in a source checkout, else ``./data/persons``."""
-    from gpen_fewshot.data.person import persons_root
-
-    return persons_root()
-
-
-def default_export_dir(person_name: str, root: str | os.PathLike | None = None) -> Path:
-    """Where a person's weights are exported by default: ``<root or persons_dir()>/<name>/weights``."""
-    from gpen_fewshot.data.person import validate_person_name
-
-    return Path(root if root is not None else persons_dir()) / validate_person_name(person_name) / "weights"
 
 
 OLD_PREFIX = ".{name}.old."  # where _replace_dir moves the previous export while it renames the new one in

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from gpen_fewshot.export.common import ExportError
+from gpen_fewshot.export.reader import load_person
 
 HUB_PREFIX = "hf://"
 
@@ -38,7 +39,6 @@ def push_to_hub(export_dir: str | os.PathLike, repo_id: str, *, private: bool = 
     Raises:
         ExportError: the folder is not a loadable export, or huggingface_hub is missing.
     """
-    from gpen_fewshot.export.reader import load_person
 
     folder = Path(export_dir)
     load_person(folder)  # strict: never upload a half-written or foreign folder

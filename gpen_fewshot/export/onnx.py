@@ -42,6 +42,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from gpen_fewshot.archs.layers import Blur, ModulatedConv2d, Upsample
+from gpen_fewshot.utils.atomic import atomic_write_bytes
 
 OPSETS = (17, 16, 13, 11, 10)
 
@@ -137,7 +138,6 @@ def export_onnx(generator: nn.Module, path: Path, opset: int = 17, batch: int = 
             last = err
             print(f"opset {version}: export failed ({type(err).__name__}: {str(err).splitlines()[0]})")
             continue
-        from gpen_fewshot.utils.atomic import atomic_write_bytes
 
         atomic_write_bytes(path, buffer.getvalue())
         return version

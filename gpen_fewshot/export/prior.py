@@ -45,6 +45,7 @@ from gpen_fewshot.archs.checkpoints import (
 from gpen_fewshot.archs.discriminator import DiscriminatorConfig
 from gpen_fewshot.archs.gpen import GeneratorConfig
 from gpen_fewshot.export.common import ExportError, package_version
+from gpen_fewshot.utils.atomic import atomic_write_bytes
 from gpen_fewshot.utils.hashing import sha256_file
 
 PRIOR_FORMAT = "gpen-fewshot-prior"
@@ -248,7 +249,6 @@ def prior_metadata(kind: str, config: GeneratorConfig | DiscriminatorConfig, sou
 def _write(path: Path, tensors: dict[str, Tensor], metadata: dict[str, str]) -> None:
     from safetensors.torch import save
 
-    from gpen_fewshot.utils.atomic import atomic_write_bytes
 
     atomic_write_bytes(path, save(tensors, metadata=metadata))
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 from pathlib import Path
 
@@ -9,8 +10,9 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from gpen_fewshot.archs.checkpoints import CheckpointError, generator_shapes, load_generator
 from gpen_fewshot.archs.gpen import GeneratorConfig, GPENGenerator
-from gpen_fewshot.export.base import BaseReference, load_base_state_dict, resolve_recorded_base
+from gpen_fewshot.export.base import BaseReference, resolve_recorded_base
 from gpen_fewshot.export.common import (
     CONFIG_FILE,
     FORMAT_NAME,
@@ -22,6 +24,7 @@ from gpen_fewshot.export.common import (
     PersonMetadata,
     find_export_dir,
 )
+from gpen_fewshot.faces.alignment import TEMPLATES
 from gpen_fewshot.utils.jsonfile import read_json_object
 
 
@@ -181,7 +184,6 @@ def _value_problem(config: GeneratorConfig) -> str | None:
 
 
 def _template_problem(template: object) -> str | None:
-    from gpen_fewshot.faces.alignment import TEMPLATES
 
     if not isinstance(template, str) or template not in TEMPLATES:
         return f"template {template!r} must be one of {sorted(TEMPLATES)}"
@@ -190,7 +192,6 @@ def _template_problem(template: object) -> str | None:
 
 def _expected_shapes(config: GeneratorConfig) -> dict[str, tuple[int, ...]]:
     """Key -> shape of every state_dict entry of the architecture (computed, no module is built)."""
-    from gpen_fewshot.archs.checkpoints import generator_shapes
 
     return generator_shapes(config.size, config.style_dim, config.n_mlp, config.channel_multiplier,
                             config.narrow, config.isconcat, config.residual)
@@ -269,3 +270,30 @@ def load_export_generator(path: str | os.PathLike) -> GPENGenerator:
     """The generator of an export directory (delta or full), eval mode: what ``load_generator`` should call
     for directories that hold a ``config.json`` of this format."""
     return load_person(path).build_generator()
+
+
+def load_base_state_dict(ref: BaseReference) -> dict[str, Tensor]:
+    """Full generator state dict (float32, CPU) of a base checkpoint; cached per (path, sha256).
+
+    The returned tensors are shared between callers: never modify them in place.
+    """
+    return _load_cached(str(ref.path), ref.sha256)
+
+
+@functools.lru_cache(maxsize=2)
+def _load_cached(path: str, sha256: str) -> dict[str, Tensor]:
+    del sha256  # part of the cache key only: a changed file is loaded again
+    source = Path(path)
+    if source.is_dir():
+
+        weights = load_person(source)
+        if weights.mode != "full":
+            raise ExportError(f"{source}: a base must be a full export, this one is {weights.mode!r}")
+        state = weights.state_dict
+    else:
+
+        try:
+            state = load_generator(source).state_dict()
+        except CheckpointError as err:
+            raise ExportError(f"{source}: not a usable base generator ({err})") from None
+    return {k: v.detach().to("cpu", torch.float32) for k, v in state.items()}

@@ -17,7 +17,7 @@ import torch
 from torch import Tensor, nn
 
 from gpen_fewshot.archs.gpen import GeneratorConfig
-from gpen_fewshot.export.base import BaseReference, load_base_state_dict, resolve_base
+from gpen_fewshot.export.base import BaseReference, resolve_base
 from gpen_fewshot.export.card import person_card
 from gpen_fewshot.export.common import (
     CARD_FILE,
@@ -35,6 +35,9 @@ from gpen_fewshot.export.common import (
     package_version,
     recover_export_dir,
 )
+from gpen_fewshot.export.reader import load_base_state_dict
+from gpen_fewshot.faces.alignment import TEMPLATES
+from gpen_fewshot.persons import validate_person_name
 from gpen_fewshot.utils.atomic import apply_umask, atomic_write_json
 
 log = logging.getLogger(__name__)
@@ -84,7 +87,6 @@ def export_person(
     Raises:
         ExportError: bad arguments, base missing or not matching the generator's architecture.
     """
-    from gpen_fewshot.data.person import validate_person_name
 
     name = validate_person_name(person_name)
     base = resolve_base(base_checkpoint) if base_checkpoint is not None else None
@@ -222,7 +224,6 @@ def _plain_metrics(metrics: Mapping[str, Any]) -> dict[str, float]:
 
 def _config_dict(generator: nn.Module, template: str, mode: str, dtype: str, base: BaseReference | None,
                  n_stored: int, tuned: Mapping[str, Tensor]) -> dict[str, Any]:
-    from gpen_fewshot.faces.alignment import TEMPLATES
 
     if template not in TEMPLATES:
         raise ExportError(f"unknown alignment template {template!r}; choose one of {sorted(TEMPLATES)}")

@@ -15,7 +15,8 @@ import cv2
 import numpy as np
 import torch
 
-from gpen_fewshot.data.io import rgb_to_bgr
+from gpen_fewshot.utils.image import rgb_to_bgr
+from gpen_fewshot.weights import is_available, weight_path
 
 
 @dataclass(frozen=True)
@@ -103,7 +104,6 @@ class Face:
 def resolve_model(model: str) -> str:
     """"auto" -> "resnet50" if its weights file is available locally, else "mobilenet0.25" (bundled)."""
     if model == "auto":
-        from gpen_fewshot.weights import is_available
 
         return "resnet50" if is_available(MODELS["resnet50"].weights_name) else "mobilenet0.25"
     if model not in MODELS:
@@ -184,7 +184,6 @@ class FaceDetector:
         self.conf_threshold = float(conf_threshold)
         self.max_side = int(max_side)
         if weights is None:
-            from gpen_fewshot.weights import weight_path
 
             weights = weight_path(MODELS[self.model].weights_name, download=False)
         self.weights = Path(weights)

@@ -8,9 +8,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from gpen_fewshot.data.io import write_image
 from gpen_fewshot.restore.records import SKIPPED, RestoreResult
 from gpen_fewshot.utils.drawing import label_strip
+from gpen_fewshot.utils.image import write_image
 
 GAP = 8  # px of white between the two halves
 MIN_LABEL_HEIGHT, MAX_LABEL_HEIGHT = 24, 160

@@ -15,8 +15,9 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from gpen_fewshot.data.io import image_to_tensor, tensor_to_image
 from gpen_fewshot.export import CONFIG_FILE, ExportError, PersonWeights, load_person
+from gpen_fewshot.export.loading import load_generator
+from gpen_fewshot.utils.image import image_to_tensor, tensor_to_image
 from gpen_fewshot.weights import REGISTRY, destination, is_available, weights_dir
 
 # Tried in order when no base model is given: the released 512 model (downloaded), then the project's compact
@@ -204,7 +205,6 @@ def load_base_model(name_or_path: str | os.PathLike | None = None) -> FaceModel:
         model.source = str(path)
         model.label, model.origin = weights.name, f"export folder {path}"
         return model
-    from gpen_fewshot.archs.checkpoints import load_generator
 
     if not path.exists() and str(source) not in REGISTRY:
         raise ExportError(f"{source}: no such base model file, and not a known weights name")

@@ -12,9 +12,9 @@ import cv2
 import numpy as np
 import torch
 
-from gpen_fewshot.data.io import read_image_layers, write_image, write_image_layers
 from gpen_fewshot.export import ExportError, PersonWeights, load_person
-from gpen_fewshot.faces.identity import SAME_PERSON_THRESHOLD
+from gpen_fewshot.faces.detection import FaceDetector
+from gpen_fewshot.faces.identity import SAME_PERSON_THRESHOLD, IdentityEmbedder
 from gpen_fewshot.faces.paste import FacePaste, PasteConfig, paste_faces
 from gpen_fewshot.restore.comparison import comparison_path, faces_dir, save_face_pairs, side_by_side
 from gpen_fewshot.restore.guard import GuardedRunner, Job, Progress
@@ -22,6 +22,7 @@ from gpen_fewshot.restore.models import BASE, FaceModel, PersonModel, load_base_
 from gpen_fewshot.restore.records import NO_PERSONS, SKIPPED, FaceRecord, RestoreResult
 from gpen_fewshot.restore.routing import Route, forced_routes, route_faces
 from gpen_fewshot.utils.atomic import atomic_write_json
+from gpen_fewshot.utils.image import read_image_layers, write_image, write_image_layers
 
 log = logging.getLogger(__name__)
 
@@ -151,7 +152,6 @@ class Restorer:
     def detector(self):
         """The face detector (created on first use)."""
         if self._detector is None:
-            from gpen_fewshot.faces.detection import FaceDetector
 
             self._detector = FaceDetector()
         return self._detector
@@ -162,8 +162,6 @@ class Restorer:
             return self._embedder
         if template not in self._embedders and not self._embedder_failed:
             try:
-                from gpen_fewshot.faces.identity import IdentityEmbedder
-
                 self._embedders[template] = IdentityEmbedder(template=template).load()
             except (ImportError, OSError, RuntimeError, ValueError) as err:
                 self._embedder_failed = True
@@ -219,7 +217,7 @@ class Restorer:
                      progress: Progress | None = None) -> RestoreResult:
         """Read, restore and write one photo (plus the JSON sidecar ``<output>.json`` and optional face pairs).
 
-        The input's alpha channel and 16-bit depth are put back (``data.io.write_image_layers``); an output
+        The input's alpha channel and 16-bit depth are put back (``utils.image.write_image_layers``); an output
         format that cannot hold them is logged as a warning.
 
         Args:

@@ -30,8 +30,9 @@ from pytorch_lightning.callbacks import Callback
 from pytorch_lightning.callbacks.progress import ProgressBar
 from tqdm.auto import tqdm
 
-from gpen_fewshot.data.io import write_image
+from gpen_fewshot.training.resume import RECORD_KEY, contents_record
 from gpen_fewshot.utils.atomic import atomic_torch_save
+from gpen_fewshot.utils.image import write_image
 
 log = logging.getLogger(__name__)
 
@@ -175,7 +176,6 @@ class RunRecord(Callback):
 
     def on_save_checkpoint(self, trainer: pl.Trainer, pl_module: pl.LightningModule,
                            checkpoint: dict[str, Any]) -> None:
-        from gpen_fewshot.training.resume import RECORD_KEY, contents_record
 
         # the module's own entry (its iteration) is added after the callbacks': ask the module directly
         checkpoint[RECORD_KEY] = contents_record(_iteration(pl_module), checkpoint, self.recipe)

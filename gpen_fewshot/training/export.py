@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 
 from gpen_fewshot.archs import GPENGenerator
-from gpen_fewshot.data.io import read_image
+from gpen_fewshot.evaluation.identity_metrics import person_reference
 from gpen_fewshot.export import (
     ExportError,
     copy_export,
@@ -39,7 +39,9 @@ from gpen_fewshot.export import (
     export_generator,
     export_person,
 )
+from gpen_fewshot.faces.identity import IdentityEmbedder
 from gpen_fewshot.training.freezing import ResolvedStage
+from gpen_fewshot.utils.image import read_image
 
 log = logging.getLogger(__name__)
 
@@ -72,8 +74,6 @@ def reference_embedding(train_crops: Sequence[str | os.PathLike], template: str)
     """
     if not train_crops:
         return None
-    from gpen_fewshot.evaluation.identity_metrics import person_reference
-    from gpen_fewshot.faces.identity import IdentityEmbedder
 
     try:
         return person_reference([read_image(p) for p in train_crops], IdentityEmbedder(template=template))

@@ -8,12 +8,12 @@ import cv2
 import torch
 from torch import Tensor, nn
 
-from gpen_fewshot.data.io import image_to_tensor, read_image
 from gpen_fewshot.faces.identity_net import DEFAULT_WEIGHTS, IdentityEncoder, load_identity_network
 from gpen_fewshot.losses.identity import FacePerceptualLoss, IdentityLoss
 from gpen_fewshot.losses.perceptual import PerceptualLoss
 from gpen_fewshot.training.config import LossConfig
 from gpen_fewshot.training.networks import locate_weights
+from gpen_fewshot.utils.image import image_to_tensor, read_image
 
 log = logging.getLogger(__name__)
 

@@ -17,7 +17,8 @@ from torch import nn
 
 from gpen_fewshot import weights
 from gpen_fewshot.archs import GPENDiscriminator, GPENGenerator
-from gpen_fewshot.archs.checkpoints import load_discriminator, load_generator
+from gpen_fewshot.archs.checkpoints import load_discriminator
+from gpen_fewshot.export.loading import load_generator
 from gpen_fewshot.training.config import ModelConfig
 
 log = logging.getLogger(__name__)

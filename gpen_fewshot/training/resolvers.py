@@ -8,31 +8,16 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
+from gpen_fewshot.persons import person_photo_dir, validate_person_name
 from gpen_fewshot.utils.precision import cpu_bf16_supported  # noqa: F401  (module global: tests patch it here)
 
-DEMO_PREFIX = "person_"
 _MAX_SUFFIX = 1000
 _claimed: dict[str, str] = {}  # requested run folder -> the folder this process created for it
 
 
 def person_dir(person: str, persons_dir: str, demo_dir: str) -> str:
-    """Photo folder of ``person``: ``<persons_dir>/<person>`` if it holds photos, else the bundled
-    ``<demo_dir>/person_<person>`` if that exists, else ``<persons_dir>/<person>`` (reported missing later).
-
-    A persons-dir folder without photos (only ``weights/``, registered by a finished run on the demo person)
-    does not hide the demo photos.
-    """
-    own = Path(persons_dir) / str(person)
-    demo = Path(demo_dir) / f"{DEMO_PREFIX}{person}"
-    if demo.is_dir() and not _has_photos(own):
-        return str(demo)
-    return str(own)
-
-
-def _has_photos(folder: Path) -> bool:
-    from gpen_fewshot.data.io import IMAGE_EXTENSIONS
-
-    return folder.is_dir() and any(p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS for p in folder.iterdir())
+    """``${person_dir:...}``: the photo folder of ``person`` (:func:`gpen_fewshot.persons.person_photo_dir`)."""
+    return str(person_photo_dir(person, persons_dir, demo_dir))
 
 
 def cpu_precision(preferred: str = "bf16-mixed") -> str:
@@ -50,22 +35,12 @@ def safe_person(person: object) -> str:
             a traceback; with ``HYDRA_FULL_ERROR=1`` the ValueError itself is raised.
     """
     try:
-        return _checked_name(str(person))
+        return validate_person_name(str(person))
     except ValueError as error:
         if os.environ.get("HYDRA_FULL_ERROR") == "1":
             raise
         print(f"error: {error}", file=sys.stderr)
         raise SystemExit(1) from None
-
-
-def _checked_name(name: str) -> str:
-    try:
-        from gpen_fewshot.data.person import validate_person_name
-    except ImportError:  # the face pipeline is optional: keep the essential check
-        if name in ("", ".", "..") or "/" in name or os.sep in name:
-            raise ValueError(f"invalid person name {name!r}") from None
-        return name
-    return validate_person_name(name)
 
 
 def unique_dir(path: str) -> str:

@@ -9,6 +9,8 @@ import shlex
 from pathlib import Path
 from typing import Any
 
+from gpen_fewshot.archs.checkpoints import read_checkpoint_file
+
 LAST_CHECKPOINT = "last.ckpt"
 CHECKPOINT_DIR = "checkpoints"
 
@@ -157,7 +159,6 @@ def check_resume_checkpoint(path: Path, expected: dict[str, Any], recipe: dict[s
         ResumeMismatchError: not a training checkpoint, another architecture or freezing schedule, or a file
             whose contents do not match its record; the message says how to resume correctly.
     """
-    from gpen_fewshot.archs.checkpoints import read_checkpoint_file
 
     checkpoint = read_checkpoint_file(path)
     hint = _resume_hint(path)

@@ -20,7 +20,12 @@ from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.loggers import WandbLogger
 from pytorch_lightning.utilities import rank_zero_only
 
+from gpen_fewshot.archs.checkpoints import CheckpointError
 from gpen_fewshot.data.datamodule import PersonDataModule
+from gpen_fewshot.data.person import NotEnoughPhotosError
+from gpen_fewshot.export import default_export_dir
+from gpen_fewshot.export import persons_dir as default_persons_dir
+from gpen_fewshot.persons import validate_person_name
 from gpen_fewshot.training.callbacks import GracefulInterrupt, RunRecord
 from gpen_fewshot.training.checks import ConfigValueError, check_config_values
 from gpen_fewshot.training.config import RunConfig
@@ -38,6 +43,7 @@ from gpen_fewshot.training.resume import (
     find_resume_checkpoint,
     resume_command,
 )
+from gpen_fewshot.weights import ChecksumMismatchError
 
 log = logging.getLogger(__name__)
 
@@ -147,7 +153,6 @@ def training_recipe(cfg: DictConfig) -> dict[str, Any]:
 
 def _persons_dir_option(cfg: DictConfig) -> Path | None:
     """``--persons-dir`` for the printed restore command, or None when restore.py finds the folder itself."""
-    from gpen_fewshot.export import persons_dir as default_persons_dir
 
     configured = Path(cfg.paths.persons_dir)
     return None if configured.resolve() == default_persons_dir().resolve() else configured
@@ -158,7 +163,6 @@ def _before_person_run(cfg: DictConfig, datamodule: Any) -> None:
     if not isinstance(datamodule, PersonDataModule):
         return
     if (cfg.get("export") or {}).get("register", True):
-        from gpen_fewshot.export import default_export_dir
 
         check_registrable(default_export_dir(str(cfg.person), cfg.paths.persons_dir))
     if rank_zero_only.rank == 0:
@@ -261,10 +265,6 @@ class InvalidPersonError(ValueError):
 
 def _validate_person(person: str) -> None:
     try:
-        from gpen_fewshot.data.person import validate_person_name
-    except ImportError:  # the face pipeline is optional for synthetic-data runs
-        return
-    try:
         validate_person_name(person)
     except ValueError as error:
         raise InvalidPersonError(str(error)) from None
@@ -272,19 +272,9 @@ def _validate_person(person: str) -> None:
 
 def _user_errors() -> tuple[type[BaseException], ...]:
     """Errors caused by the user's files or settings: shown as one message, without a traceback."""
-    from gpen_fewshot.archs.checkpoints import CheckpointError
-    from gpen_fewshot.weights import ChecksumMismatchError
 
-    errors: list[type[BaseException]] = [FileNotFoundError, CheckpointError, ChecksumMismatchError,
-                                         InvalidPersonError, ResumeMismatchError, RegistrationError,
-                                         ConfigValueError]
-    try:
-        from gpen_fewshot.data.person import NotEnoughPhotosError
-    except ImportError:  # the face pipeline is optional for synthetic-data runs
-        pass
-    else:
-        errors.append(NotEnoughPhotosError)
-    return tuple(errors)
+    return (FileNotFoundError, CheckpointError, ChecksumMismatchError, InvalidPersonError, ResumeMismatchError,
+            RegistrationError, ConfigValueError, NotEnoughPhotosError)
 
 
 def main_task(cfg: DictConfig) -> float | None:

@@ -14,7 +14,7 @@ import numpy as np
 import pytorch_lightning as pl
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from gpen_fewshot.data.io import image_to_tensor
+from gpen_fewshot.utils.image import image_to_tensor
 
 _BLOBS = 4
 

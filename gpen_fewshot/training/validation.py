@@ -15,8 +15,10 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from gpen_fewshot.data.io import tensor_to_image
 from gpen_fewshot.evaluation.fidelity import psnr, ssim
+from gpen_fewshot.evaluation.identity_metrics import IdentityScorer
+from gpen_fewshot.faces.identity import IdentityEmbedder
+from gpen_fewshot.utils.image import tensor_to_image
 
 log = logging.getLogger(__name__)
 _DLIB_KEYS = ("id_distance_gt", "id_verified_gt")
@@ -26,8 +28,6 @@ def _identity_scorer(enabled: bool, template: str = "gpen") -> object | None:
     """dlib scorer for crops aligned with ``template`` (its face box depends on it); None when off/unavailable."""
     if not enabled:
         return None
-    from gpen_fewshot.evaluation.identity_metrics import IdentityScorer
-    from gpen_fewshot.faces.identity import IdentityEmbedder
 
     scorer = IdentityScorer(IdentityEmbedder(template=template))
     reason = scorer.unavailable_reason()

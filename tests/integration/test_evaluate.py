@@ -13,9 +13,9 @@ import torch
 import yaml
 
 from gpen_fewshot.archs import GPENGenerator
-from gpen_fewshot.data.io import write_image
 from gpen_fewshot.evaluation.models import ModelSpecError, load_model, resolve_models
 from gpen_fewshot.evaluation.report import read_csv, read_json
+from gpen_fewshot.utils.image import write_image
 
 REPO = Path(__file__).resolve().parents[2]
 SIZE = 32
@@ -142,6 +142,7 @@ def test_bad_specs_give_one_clear_error(tmp_path: Path, base_file: Path) -> None
 def _fake_person(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """A prepared person with 3 training and 2 held-out synthetic crops (no face detection)."""
     from gpen_fewshot.data import person as person_module
+    from gpen_fewshot.evaluation import protocol as protocol_module
 
     root = tmp_path / "alice" / ".prepared" / f"{SIZE}_gpen"
     rng = np.random.default_rng(0)
@@ -160,6 +161,7 @@ def _fake_person(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
             [root / r.crop for r in records if r.split == "holdout"], tuple(records), True)
 
     monkeypatch.setattr(person_module, "prepare_person", prepare)
+    monkeypatch.setattr(protocol_module, "prepare_person", prepare)  # its own binding of the name
     return tmp_path / "alice"
 
 

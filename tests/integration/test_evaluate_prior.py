@@ -23,9 +23,9 @@ import torch
 
 from gpen_fewshot.archs import GPENGenerator
 from gpen_fewshot.data.degradations import build_degradation, get_preset
-from gpen_fewshot.data.io import read_image, tensor_to_image, write_image
 from gpen_fewshot.evaluation import prior_eval as pe
 from gpen_fewshot.evaluation.protocol import degrade, sample_rng
+from gpen_fewshot.utils.image import read_image, tensor_to_image, write_image
 
 REPO = Path(__file__).resolve().parents[2]
 SCRIPT = REPO / "scripts" / "evaluate_prior.py"

@@ -20,7 +20,6 @@ import numpy as np
 import pytest
 import torch
 
-from gpen_fewshot.data.io import read_image, write_image
 from gpen_fewshot.evaluation.study import (
     OTHERS_SET,
     PERSON_SET,
@@ -32,6 +31,7 @@ from gpen_fewshot.evaluation.study import (
     summarize,
     write_study,
 )
+from gpen_fewshot.utils.image import read_image, write_image
 
 REPO = Path(__file__).resolve().parents[2]
 FACES = REPO / "tests" / "fixtures"

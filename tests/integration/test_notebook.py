@@ -17,7 +17,7 @@ import nbformat
 import numpy as np
 import pytest
 
-from gpen_fewshot.data.io import read_image
+from gpen_fewshot.utils.image import read_image
 from gpen_fewshot.weights import weight_path
 
 REPO_ROOT = Path(__file__).resolve().parents[2]

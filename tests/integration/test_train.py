@@ -23,11 +23,11 @@ from hydra.utils import instantiate
 from omegaconf import open_dict
 
 from gpen_fewshot.archs import GPENDiscriminator, GPENGenerator
-from gpen_fewshot.archs.checkpoints import load_generator
-from gpen_fewshot.data.io import read_image, tensor_to_image
+from gpen_fewshot.export.loading import load_generator
 from gpen_fewshot.training.resolvers import person_dir
 from gpen_fewshot.training.resume import find_resume_checkpoint, latest_checkpoint
 from gpen_fewshot.training.run import build_module, build_trainer, main_task, train
+from gpen_fewshot.utils.image import read_image, tensor_to_image
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 EXPERIMENTS = sorted(p.stem for p in (REPO_ROOT / "configs" / "experiment").glob("*.yaml"))

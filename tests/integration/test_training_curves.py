@@ -7,9 +7,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from gpen_fewshot.data.io import read_image
 from gpen_fewshot.training.curves import MetricHistory, TrainingCurves, plot_curves
 from gpen_fewshot.training.run import train
+from gpen_fewshot.utils.image import read_image
 
 pytestmark = pytest.mark.usefixtures("torch_single_thread")
 

@@ -272,7 +272,7 @@ def test_export_config_must_match_weights(models, tmp_path):
     with pytest.raises(CheckpointError, match="does not fit GPENGenerator.*style_dim=64.*wrong shape"):
         load_generator(tmp_path / "export")
     (tmp_path / "export" / "config.json").write_text(json.dumps({"generator": config, "mode": "delta"}))
-    with pytest.raises(CheckpointError, match=r"is a delta export .*gpen_fewshot.export.load_person"):
+    with pytest.raises(CheckpointError, match=r"is a delta export .*gpen_fewshot.export.load_generator"):
         load_generator(tmp_path / "export")
     (tmp_path / "export" / "model.safetensors").unlink()
     with pytest.raises(CheckpointError, match=f"^{tmp_path / 'export'}: directory has no model.safetensors"):
@@ -280,7 +280,12 @@ def test_export_config_must_match_weights(models, tmp_path):
 
 
 def test_person_and_model_exports_load_in_every_mode(models, tmp_path):
-    from gpen_fewshot.export import export_generator, export_person
+    """gpen_fewshot.export.load_generator: the project's exports, and every other format through archs."""
+    from gpen_fewshot.export import (
+        export_generator,
+        export_person,
+        load_generator,  # noqa: F811  (the export-aware loader, not archs')
+    )
 
     base, tuned = models["g"], models["g_ema"]
     base_file = tmp_path / "base.pth"

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import inspect
-import sys
-import types
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,6 +13,7 @@ import pytorch_lightning as pl
 import torch
 import yaml
 
+from gpen_fewshot.data import datamodule as datamodule_module
 from gpen_fewshot.data.augment import NO_AUGMENT, AugmentConfig, augment_face
 from gpen_fewshot.data.datamodule import (
     CropsDataModule,
@@ -24,7 +23,7 @@ from gpen_fewshot.data.datamodule import (
     split_holdout,
 )
 from gpen_fewshot.data.degradations import get_preset, sample_rng
-from gpen_fewshot.data.io import image_to_tensor, write_image
+from gpen_fewshot.utils.image import image_to_tensor, write_image
 
 REPO = Path(__file__).resolve().parents[2]
 SIZE = 32
@@ -194,9 +193,7 @@ def test_person_datamodule_calls_prepare_person(crops, monkeypatch, tmp_path) ->
         calls.append((Path(person_dir), size, template, options))
         return _Prepared(*crops)
 
-    fake = types.ModuleType("gpen_fewshot.data.person")
-    fake.prepare_person = prepare_person
-    monkeypatch.setitem(sys.modules, "gpen_fewshot.data.person", fake)
+    monkeypatch.setattr(datamodule_module, "prepare_person", prepare_person)
     module = PersonDataModule(
         tmp_path / "alice",
         size=SIZE,
@@ -221,9 +218,8 @@ def test_person_datamodule_calls_prepare_person(crops, monkeypatch, tmp_path) ->
 
 def test_faces_folder_datamodule_holds_out_deterministically(crops, monkeypatch, tmp_path) -> None:
     all_crops = crops[0] + crops[1]
-    fake = types.ModuleType("gpen_fewshot.data.person")
-    fake.prepare_faces_folder = lambda faces_dir, size, template, **kw: list(all_crops)
-    monkeypatch.setitem(sys.modules, "gpen_fewshot.data.person", fake)
+    monkeypatch.setattr(datamodule_module, "prepare_faces_folder",
+                        lambda faces_dir, size, template, **kw: list(all_crops))
     module = FacesFolderDataModule(tmp_path, size=SIZE, val_count=2, batch_size=2, samples_per_epoch=4)
     train, val = module.resolve_crops()
     assert len(val) == 2 and not set(train) & set(val) and set(train) | set(val) == set(all_crops)
@@ -273,9 +269,8 @@ def test_person_validation_is_seeded_by_the_source_photos_sha256(crops, monkeypa
     root = crops[1][0].parent
     held = crops[1][0]
     records = (_Record(held.name, "ab" * 32), _Record(None, None))  # the manifest's source-photo sha256
-    fake = types.ModuleType("gpen_fewshot.data.person")
-    fake.prepare_person = lambda person_dir, size, template, **options: _Prepared(crops[0], [held], records, root)
-    monkeypatch.setitem(sys.modules, "gpen_fewshot.data.person", fake)
+    monkeypatch.setattr(datamodule_module, "prepare_person",
+                        lambda person_dir, size, template, **options: _Prepared(crops[0], [held], records, root))
     module = PersonDataModule(tmp_path / "alice", size=SIZE, batch_size=2, samples_per_epoch=4,
                               val_degradations=["moderate"], val_copies=2)
     module.setup("fit")

@@ -24,7 +24,7 @@ from gpen_fewshot.data.degradations import (
     sample_rng,
 )
 from gpen_fewshot.data.degradations.primitives import gaussian_kernel, to_grayscale
-from gpen_fewshot.data.io import read_image, to_float, write_image
+from gpen_fewshot.utils.image import read_image, to_float, write_image
 
 REPO = Path(__file__).resolve().parents[2]
 DEGRADATION_CONFIGS = REPO / "configs" / "degradation"

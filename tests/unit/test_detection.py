@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 import torch
 
-from gpen_fewshot.data.io import read_image
 from gpen_fewshot.faces import detection
 from gpen_fewshot.faces.detection import MODELS, Face, FaceDetector, load_state_dict, resolve_model
+from gpen_fewshot.utils.image import read_image
 
 REPO = Path(__file__).resolve().parents[2]
 FIXTURES = REPO / "tests" / "fixtures" / "faces"

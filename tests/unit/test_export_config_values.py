@@ -11,8 +11,8 @@ import torch
 
 from gpen_fewshot.archs import GPENGenerator
 from gpen_fewshot.cli.restore import main
-from gpen_fewshot.data.io import write_image
 from gpen_fewshot.export import ExportError, export_generator, load_person
+from gpen_fewshot.utils.image import write_image
 
 TINY = {"size": 32, "style_dim": 32, "n_mlp": 2, "channel_multiplier": 1, "narrow": 0.125}
 

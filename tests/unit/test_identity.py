@@ -11,7 +11,6 @@ import cv2
 import numpy as np
 import pytest
 
-from gpen_fewshot.data.io import read_image
 from gpen_fewshot.faces import identity
 from gpen_fewshot.faces.identity import (
     FACE_BOXES,
@@ -25,6 +24,7 @@ from gpen_fewshot.faces.identity import (
     similarity,
     similarity_from_distance,
 )
+from gpen_fewshot.utils.image import read_image
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "identity"
 A1, A2, B = "celeba_7233_001.jpg", "celeba_7233_008.jpg", "celeba_7222_005.jpg"

@@ -8,7 +8,8 @@ import pytest
 import torch
 from PIL import Image
 
-from gpen_fewshot.data.io import (
+from gpen_fewshot.utils.atomic import atomic_open, atomic_write_json
+from gpen_fewshot.utils.image import (
     ImageReadError,
     image_to_tensor,
     list_images,
@@ -18,7 +19,6 @@ from gpen_fewshot.data.io import (
     to_uint8,
     write_image,
 )
-from gpen_fewshot.utils.atomic import atomic_open, atomic_write_json
 
 
 def _gradient_rgb(h: int = 24, w: int = 32) -> np.ndarray:

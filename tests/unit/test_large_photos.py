@@ -10,8 +10,8 @@ import pytest
 from PIL import Image
 from PIL.JpegImagePlugin import JpegImageFile
 
-from gpen_fewshot.data import io as image_io
-from gpen_fewshot.data.io import ImageReadError, read_image
+from gpen_fewshot.utils import image as image_io
+from gpen_fewshot.utils.image import ImageReadError, read_image
 
 
 @pytest.fixture

@@ -10,7 +10,6 @@ import pytest
 import torch
 from torch import nn
 
-from gpen_fewshot.data.io import image_to_tensor, read_image
 from gpen_fewshot.evaluation import (
     ALL_METRICS,
     FeatureDistance,
@@ -30,6 +29,7 @@ from gpen_fewshot.evaluation import (
 )
 from gpen_fewshot.evaluation.inception import FIDInceptionV3
 from gpen_fewshot.evaluation.metrics import NO_GT, NO_REFERENCE
+from gpen_fewshot.utils.image import image_to_tensor, read_image
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "identity"
 A1, A2, B = "celeba_7233_001.jpg", "celeba_7233_008.jpg", "celeba_7222_005.jpg"

@@ -12,10 +12,9 @@ import torch
 from safetensors.torch import load_file
 
 from gpen_fewshot import weights
-from gpen_fewshot.archs.checkpoints import load_generator
-from gpen_fewshot.data.io import read_image, write_image
 from gpen_fewshot.evaluation.identity_metrics import person_reference
 from gpen_fewshot.export import file_sha256, load_person
+from gpen_fewshot.export.loading import load_generator
 from gpen_fewshot.faces.identity import IdentityEmbedder
 from gpen_fewshot.training.callbacks import IterationCheckpoint
 from gpen_fewshot.training.config import LossConfig, ModelConfig
@@ -23,6 +22,7 @@ from gpen_fewshot.training.export import config_hash, export_run, trainable_gene
 from gpen_fewshot.training.freezing import FreezingSchedule
 from gpen_fewshot.training.losses_setup import build_auxiliary_losses
 from gpen_fewshot.training.networks import build_networks
+from gpen_fewshot.utils.image import read_image, write_image
 from gpen_fewshot.weights import WeightsUnavailableError
 
 pytestmark = pytest.mark.usefixtures("torch_single_thread")
@@ -224,8 +224,8 @@ def test_mobilefacenet_terms_and_reference_pull(make_module, fit, tmp_path) -> N
     """The bundled MobileFaceNet drives identity (GT), face-perceptual and reference-embedding terms."""
     import numpy as np
 
-    from gpen_fewshot.data.io import write_image
     from gpen_fewshot.training.losses_setup import reference_embedding
+    from gpen_fewshot.utils.image import write_image
 
     module = make_module(total_iters=1, loss={"identity": 1.0, "face_perceptual": 0.5, "l1": 1.0})
     crops = []

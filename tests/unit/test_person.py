@@ -14,17 +14,16 @@ import pytest
 from PIL import Image
 
 from gpen_fewshot.data import person as person_module
-from gpen_fewshot.data.io import read_image
 from gpen_fewshot.data.person import (
     NotEnoughPhotosError,
     PhotoRecord,
     prepare_faces_folder,
     prepare_person,
-    resolve_person_dir,
-    validate_person_name,
 )
 from gpen_fewshot.data.photo_vetting import Photo, choose_faces
 from gpen_fewshot.faces.detection import Face
+from gpen_fewshot.persons import resolve_person_dir, validate_person_name
+from gpen_fewshot.utils.image import read_image
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "faces"
 SIZE = 256

@@ -9,7 +9,6 @@ import numpy as np
 import pytest
 import torch
 
-from gpen_fewshot.data.io import read_image, write_image
 from gpen_fewshot.evaluation.protocol import (
     EvalPhoto,
     ProtocolConfig,
@@ -20,6 +19,7 @@ from gpen_fewshot.evaluation.protocol import (
     sample_rng,
     save_inputs,
 )
+from gpen_fewshot.utils.image import read_image, write_image
 
 SIZE = 32
 
@@ -117,6 +117,7 @@ def test_bad_protocol_settings() -> None:
 def _fake_person(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, holdout: int) -> Path:
     """A prepared person (4 synthetic crops, ``holdout`` held out) without running face detection."""
     from gpen_fewshot.data import person as person_module
+    from gpen_fewshot.evaluation import protocol as protocol_module
 
     person_dir = tmp_path / "alice"
     root = person_dir / ".prepared" / f"{SIZE}_gpen"
@@ -135,6 +136,7 @@ def _fake_person(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, holdout: int) 
             [root / r.crop for r in records if r.split == "holdout"], tuple(records), True)
 
     monkeypatch.setattr(person_module, "prepare_person", prepare)
+    monkeypatch.setattr(protocol_module, "prepare_person", prepare)  # its own binding of the name
     return person_dir
 
 

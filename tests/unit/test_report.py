@@ -8,7 +8,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from gpen_fewshot.data.io import read_image
 from gpen_fewshot.evaluation.report import (
     ReportSettings,
     TableContext,
@@ -30,6 +29,7 @@ from gpen_fewshot.evaluation.report import (
 )
 from gpen_fewshot.evaluation.runner import EvalResults, ModelInfo
 from gpen_fewshot.evaluation.values import Unavailable
+from gpen_fewshot.utils.image import read_image
 
 LEVELS = ["mild", "severe"]
 NO_LPIPS = Unavailable("lpips: needs alexnet-owt-7be5be79.pth in /x (download https://y)")

@@ -15,12 +15,12 @@ import torch
 from gpen_fewshot import weights
 from gpen_fewshot.archs import GPENGenerator
 from gpen_fewshot.cli.restore import main
-from gpen_fewshot.data.io import read_image, write_image
 from gpen_fewshot.export import export_generator, export_person, load_person
 from gpen_fewshot.faces.alignment import align_face
 from gpen_fewshot.faces.detection import FaceDetector
 from gpen_fewshot.faces.paste import face_mask
 from gpen_fewshot.restore import FaceModel, GuardedRunner, NoFaceError, RestoreOptions, Restorer, route_faces
+from gpen_fewshot.utils.image import read_image, write_image
 
 DEMO = Path(__file__).resolve().parents[2] / "data" / "demo"
 GROUP = DEMO / "group" / "obama_and_biden.jpg"

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from gpen_fewshot.cli import restore as cli
-from gpen_fewshot.data.io import write_image
+from gpen_fewshot.utils.image import write_image
 
 
 class FakeRestorer:

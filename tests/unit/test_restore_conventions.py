@@ -15,11 +15,11 @@ from gpen_fewshot.archs import GPENGenerator
 from gpen_fewshot.cli import restore as cli
 from gpen_fewshot.cli.restore_outputs import plan_outputs
 from gpen_fewshot.cli.restore_report import face_counts, face_lines
-from gpen_fewshot.data.io import read_image, write_image
 from gpen_fewshot.export import export_generator
 from gpen_fewshot.restore import FaceModel, GuardedRunner, Job, RestoreOptions, Restorer, load_base_model
 from gpen_fewshot.restore.comparison import GAP
 from gpen_fewshot.restore.records import KEPT_INPUT, SKIPPED, FaceRecord, GuardStep
+from gpen_fewshot.utils.image import read_image, write_image
 
 TINY = {"size": 32, "style_dim": 32, "n_mlp": 2, "channel_multiplier": 1, "narrow": 0.125}
 

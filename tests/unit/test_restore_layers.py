@@ -8,8 +8,8 @@ import cv2
 import numpy as np
 import pytest
 
-from gpen_fewshot.data.io import read_image_layers, write_image_layers
 from gpen_fewshot.restore import FaceModel, RestoreOptions, Restorer
+from gpen_fewshot.utils.image import read_image_layers, write_image_layers
 
 
 def _brighten(amount: float):

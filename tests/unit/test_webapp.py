@@ -8,7 +8,13 @@ from pathlib import Path
 
 import pytest
 
-from gpen_fewshot.webapp import BASE_CHOICE, INSTALL_HINT, GradioMissingError, RestoreService, import_gradio
+from gpen_fewshot.cli.webapp import (
+    BASE_CHOICE,
+    INSTALL_HINT,
+    GradioMissingError,
+    RestoreService,
+    import_gradio,
+)
 
 
 def _register(root: Path, name: str) -> Path:
@@ -58,8 +64,8 @@ def test_a_registered_person_is_loaded_once_and_the_strength_follows_each_reques
     import torch
 
     from gpen_fewshot.archs import GPENGenerator
-    from gpen_fewshot.data.io import read_image, write_image
     from gpen_fewshot.export import export_person
+    from gpen_fewshot.utils.image import read_image, write_image
 
     torch.manual_seed(0)
     tiny = {"size": 32, "style_dim": 32, "n_mlp": 2, "channel_multiplier": 1, "narrow": 0.125}

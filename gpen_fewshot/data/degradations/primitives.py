@@ -15,7 +15,7 @@ from collections.abc import Sequence
 import cv2
 import numpy as np
 
-from gpen_fewshot.data.io import bgr_to_rgb, rgb_to_bgr, to_float, to_uint8
+from gpen_fewshot.utils.image import bgr_to_rgb, rgb_to_bgr, to_float, to_uint8
 
 _CV2_INTERPOLATION = {
     "nearest": cv2.INTER_NEAREST,

@@ -15,6 +15,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from gpen_fewshot.cli.restore import build_parser, build_restorer, resolve_device
+from gpen_fewshot.export import discover_persons, load_person, persons_dir
+from gpen_fewshot.restore import sidecar_path
+
 BASE_CHOICE = "base"
 INSTALL_HINT = "the web demo needs Gradio: pip install 'gpen-fewshot[app]'  (or: pip install gradio)"
 OUTPUT_FORMAT = ".png"  # lossless, and keeps an input's alpha channel
@@ -70,8 +74,6 @@ class RestoreService:
 
     def __init__(self, restore_args: Sequence[str] = (), persons_root: str | os.PathLike | None = None,
                  output_root: str | os.PathLike | None = None) -> None:
-        from gpen_fewshot.cli.restore import build_parser, resolve_device
-        from gpen_fewshot.export import persons_dir
 
         self._restore_args = list(restore_args)
         parsed = build_parser().parse_args(self._restore_args)  # bad options fail here, not on the first request
@@ -84,7 +86,6 @@ class RestoreService:
 
     def persons(self) -> dict[str, Path]:
         """Registered persons, name -> export directory, found as ``restore.py --persons-dir`` finds them."""
-        from gpen_fewshot.export import discover_persons
 
         if not self.persons_root.is_dir():
             return {}
@@ -106,8 +107,6 @@ class RestoreService:
         return self._restorers[choice]
 
     def _build(self, choice: str):
-        from gpen_fewshot.cli.restore import build_parser, build_restorer
-        from gpen_fewshot.export import load_person
 
         export = None
         if choice != BASE_CHOICE:
@@ -133,7 +132,6 @@ class RestoreService:
         Raises:
             ValueError: bad strength or person, unreadable photo, no face found (one-line messages).
         """
-        from gpen_fewshot.restore import sidecar_path
 
         photo = Path(photo)
         with self._lock:
