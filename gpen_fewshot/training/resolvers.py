@@ -8,7 +8,8 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
-from gpen_fewshot.utils.precision import cpu_bf16_supported  # noqa: F401  (module global: tests patch it here)
+# module global: tests patch it here
+from gpen_fewshot.utils.precision import cpu_bf16_supported  # noqa: F401
 
 DEMO_PREFIX = "person_"
 _MAX_SUFFIX = 1000
@@ -32,7 +33,8 @@ def person_dir(person: str, persons_dir: str, demo_dir: str) -> str:
 def _has_photos(folder: Path) -> bool:
     from gpen_fewshot.data.io import IMAGE_EXTENSIONS
 
-    return folder.is_dir() and any(p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS for p in folder.iterdir())
+    return folder.is_dir() and any(p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS
+                                   for p in folder.iterdir())
 
 
 def cpu_precision(preferred: str = "bf16-mixed") -> str:
@@ -45,9 +47,9 @@ def safe_person(person: object) -> str:
     folder's path so that a name like ``../../x`` is refused before Hydra creates any folder.
 
     Raises:
-        SystemExit: (code 1, after one ``error:`` line) for a name that could escape its folder. Hydra resolves
-            the run folder before the task starts, outside our error handling, and formats resolver errors as
-            a traceback; with ``HYDRA_FULL_ERROR=1`` the ValueError itself is raised.
+        SystemExit: (code 1, after one ``error:`` line) for a name that could escape its folder. Hydra
+            resolves the run folder before the task starts, outside our error handling, and formats resolver
+            errors as a traceback; with ``HYDRA_FULL_ERROR=1`` the ValueError itself is raised.
     """
     try:
         return _checked_name(str(person))
@@ -89,7 +91,7 @@ def unique_dir(path: str) -> str:
 def register_resolvers() -> None:
     """Register ``${person_dir:...}``, ``${safe_person:...}``, ``${unique_dir:...}`` and ``${cpu_precision:}``
     (idempotent)."""
-    for name, function in (("person_dir", person_dir), ("safe_person", safe_person), ("unique_dir", unique_dir),
-                           ("cpu_precision", cpu_precision)):
+    for name, function in (("person_dir", person_dir), ("safe_person", safe_person),
+                           ("unique_dir", unique_dir), ("cpu_precision", cpu_precision)):
         if not OmegaConf.has_resolver(name):
             OmegaConf.register_new_resolver(name, function)
