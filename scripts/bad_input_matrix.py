@@ -1,18 +1,19 @@
-"""Bad-input / fault matrix of issue 15: run train.py and restore.py on bad, odd and interrupted input and classify
-each case against the three rules of the README's *Reliability* section.
+"""Bad-input / fault matrix of issue 15: run train.py and restore.py on bad, odd and interrupted input and
+classify each case against the three rules of the README's *Reliability* section.
 
     python scripts/bad_input_matrix.py [--work /tmp/matrix] [--only REGEX]
 
-Every input is built under ``--work`` (wiped first); runs go there too (``paths.log_dir``), and persons are looked up
-in ``<work>/persons`` (``GPEN_FEWSHOT_PERSONS_DIR``), so the repository is not written to. Each case is one
-subprocess (two for the concurrency case) with a timeout, run one at a time, single-threaded.
+Every input is built under ``--work`` (wiped first); runs go there too (``paths.log_dir``), and persons are
+looked up in ``<work>/persons`` (``GPEN_FEWSHOT_PERSONS_DIR``), so the repository is not written to. Each case
+is one subprocess (two for the concurrency case) with a timeout, run one at a time, single-threaded.
 
 Result of a case:
-  clean      bad input: non-zero exit, a diagnostic line naming the file or value (``error: ...``; for a failed photo
-             of a restore batch the documented ``<photo>: <reason>`` line), no traceback, nothing written or lost;
-             good-but-odd input: success, the documented handling, nothing lost
+  clean      bad input: non-zero exit, a diagnostic line naming the file or value (``error: ...``; for a
+             failed photo of a restore batch the documented ``<photo>: <reason>`` line), no traceback, nothing
+             written or lost; good-but-odd input: success, the documented handling, nothing lost
   traceback  a Python traceback was printed
-  wrong      anything else (exit 0 on bad input, no diagnostic line, data lost or overwritten, output missing, ...)
+  wrong      anything else (exit 0 on bad input, no diagnostic line, data lost or overwritten, output missing,
+             ...)
 
 Prints a markdown table per case and a summary per category; logs of every case are kept in ``<work>/logs``.
 """
@@ -51,7 +52,7 @@ WORK = Path("/tmp/matrix")  # set by main()
 ENV: dict[str, str] = {}
 
 
-# ----------------------------------------------------------------------------------------------------- running
+# --------------------------------------------------------------------------------------------------- running
 
 
 @dataclass
@@ -103,8 +104,8 @@ def start(case: str, args: list[str], tag: str = "") -> tuple[subprocess.Popen, 
     handle = path.open("wb")
     handle.write(f"$ {shlex.join(args)}\n".encode())
     handle.flush()
-    proc = subprocess.Popen(args, cwd=REPO, env=ENV, stdout=handle, stderr=subprocess.STDOUT, start_new_session=True,
-                            preexec_fn=_default_sigint)
+    proc = subprocess.Popen(args, cwd=REPO, env=ENV, stdout=handle, stderr=subprocess.STDOUT,
+                            start_new_session=True, preexec_fn=_default_sigint)
     handle.close()
     return proc, path
 
@@ -120,7 +121,7 @@ def finish(proc: subprocess.Popen, path: Path, timeout: float) -> Run:
     return Run(rc, path.read_text(encoding="utf-8", errors="replace"), time.monotonic() - start_time)
 
 
-# ------------------------------------------------------------------------------------------------ classification
+# -------------------------------------------------------------------------------------------- classification
 
 TRACEBACK = "Traceback (most recent call last)"
 ERROR_LINE = re.compile(r"^\s*(?:[\w.-]+: )?error:", re.IGNORECASE)  # "error: ..." or "prog: error: ..."
@@ -141,14 +142,15 @@ def traceback_note(out: str) -> str:
 
 
 def last_lines(out: str, count: int = 3) -> str:
-    lines = [line for line in out.splitlines() if line.strip() and "it/s]" not in line and "s/it]" not in line]
+    lines = [line for line in out.splitlines()
+             if line.strip() and "it/s]" not in line and "s/it]" not in line]
     return short(" / ".join(lines[-count:]))
 
 
 def judge_bad(out: str, rc: int | None, mentions: list[str], expected_rc: int | None = None,
               line: re.Pattern | None = None) -> tuple[str, str]:
-    """Bad input: non-zero exit (``expected_rc`` where documented), a diagnostic line containing every string of
-    ``mentions``, no traceback."""
+    """Bad input: non-zero exit (``expected_rc`` where documented), a diagnostic line containing every string
+    of ``mentions``, no traceback."""
     if rc is None:
         return "wrong", "timed out"
     if TRACEBACK in out:
@@ -488,7 +490,8 @@ def _(name):
     return ckpt_case(name, lambda p: p.write_bytes(b""))
 
 
-@case("checkpoints", "ckpt_path= pickle of an object (code on load)", "exit 1, error names the file, code not run")
+@case("checkpoints", "ckpt_path= pickle of an object (code on load)",
+      "exit 1, error names the file, code not run")
 def _(name):
     marker = WORK / "ckpts" / name / "PICKLE_CODE_RAN"
     rc, verdict, note = ckpt_case(name, lambda p: p.write_bytes(pickle.dumps(_Payload(marker))))
@@ -646,7 +649,8 @@ def _(name):
     result = run(name, train_args(name, "resume=true"))
     if result.rc == 0 and TRACEBACK not in result.out:
         exports = list(logdir(name).glob("good/*/export/config.json"))
-        return rc_text(result.rc), "clean" if exports else "wrong", "started a fresh run" if exports else "no export"
+        return (rc_text(result.rc), "clean" if exports else "wrong",
+                "started a fresh run" if exports else "no export")
     verdict, note = judge_bad(result.out, result.rc, ["resume"], expected_rc=1)
     return rc_text(result.rc), verdict, note
 
@@ -667,8 +671,8 @@ def interrupted_training(name: str, signum: int, log_root: Path, log_override: s
     The resumed run gets a run folder of its own (every run does); it must load the interrupted run's
     last.ckpt and finish the 200 iterations.
     """
-    args = [*TRAIN, "experiment=smoke", "iterations=200", "val_every=50", "callbacks.checkpoint.every_n_iters=5",
-            "person=good", log_override, "extras.print_config=false"]
+    args = [*TRAIN, "experiment=smoke", "iterations=200", "val_every=50",
+            "callbacks.checkpoint.every_n_iters=5", "person=good", log_override, "extras.print_config=false"]
     proc, path = start(name, args)
     deadline = time.monotonic() + 180
     while time.monotonic() < deadline and proc.poll() is None:
@@ -709,7 +713,8 @@ def interrupted_training(name: str, signum: int, log_root: Path, log_override: s
             probe = (f"; a manual `resume=<run dir>` then exits {second.rc}"
                      + (" and finishes" if re.search(r"iteration 200\)", second.out) else ""))
         return (rc_text(first.rc), "wrong",
-                f"{at}, last.ckpt written, interrupted run exit {first.rc}, but no 'continue with:' line{probe}")
+                f"{at}, last.ckpt written, interrupted run exit {first.rc}, but no 'continue with:' "
+                f"line{probe}")
     words = shlex.split(printed.group(1))
     second = run(name + "_resume", words, timeout=480)
     codes = rc_text(first.rc, second.rc)
@@ -720,15 +725,18 @@ def interrupted_training(name: str, signum: int, log_root: Path, log_override: s
         return codes, "wrong", f"resume command exit {second.rc}: " + last_lines(second.out, 4)
     resumed = re.search(r"resuming from (.+)", second.out)
     if not resumed or resumed.group(1).strip() != str(ckpt):
-        return codes, "wrong", f"the resume command did not load {ckpt} ({resumed and resumed.group(1)}); " + note
+        return (codes, "wrong",
+                f"the resume command did not load {ckpt} ({resumed and resumed.group(1)}); " + note)
     iteration = re.search(r"Exported the model .*\(EMA generator, iteration (\d+)\)", second.out)
     export = re.search(r"run export: (.+)", second.out)
     export_dir = Path(export.group(1).strip()) if export else None
-    if not iteration or iteration.group(1) != "200" or not export_dir or not (export_dir / "config.json").is_file():
+    if (not iteration or iteration.group(1) != "200" or not export_dir or
+            not (export_dir / "config.json").is_file()):
         return codes, "wrong", "resumed run did not finish and export 200 iterations; " + note
     first_iter = re.search(r"iteration (\d+): stage", second.out)
     return codes, "clean", (note + f"; resumed from iteration {first_iter.group(1) if first_iter else '?'} "
-                            f"in a new run folder {export_dir.parent.name}, finished 200 ({second.seconds:.0f} s)")
+                            f"in a new run folder {export_dir.parent.name}, finished 200 "
+                            f"({second.seconds:.0f} s)")
 
 
 @case("interruption", "train.py SIGINT (Ctrl-C to the process group), run the printed command",
@@ -752,7 +760,8 @@ def _(name):
     return interrupted_training(name, signal.SIGTERM, root, f"paths.log_dir={root}")
 
 
-@case("interruption", "restore.py SIGINT on a folder of 6 photos", "exit 130, 'interrupted: N of M', outputs complete")
+@case("interruption", "restore.py SIGINT on a folder of 6 photos",
+      "exit 130, 'interrupted: N of M', outputs complete")
 def _(name):
     folder = WORK / "inputs" / "batch"
     for index in range(4):
@@ -786,7 +795,8 @@ def _(name):
     checks = [
         (result.rc == 130, f"exit {result.rc}, expected 130"),
         (said is not None, "no 'interrupted: N of M written' line"),
-        (said is None or int(said.group(1)) == len(images), f"said {said and said.group(0)}, found {len(images)}"),
+        (said is None or int(said.group(1)) == len(images),
+         f"said {said and said.group(0)}, found {len(images)}"),
         (not broken, f"incomplete outputs: {broken}"),
         (not extra, f"stray files in the output folder: {extra}"),
         (not sidecars_bad, f"missing/broken sidecars: {sidecars_bad}"),
@@ -865,7 +875,8 @@ def _(name):
     return rc_text(result.rc), verdict, note
 
 
-@case("restore", "folder with .heic, .txt, broken symlink + 1 photo", "exit 0, each listed as skipped, photo restored")
+@case("restore", "folder with .heic, .txt, broken symlink + 1 photo",
+      "exit 0, each listed as skipped, photo restored")
 def _(name):
     folder = restore_dir(name) / "in"
     copy_photo(demo_photo(3), folder / "a.jpg")
@@ -875,8 +886,8 @@ def _(name):
     out = restore_dir(name) / "out"
     result = run(name, [*RESTORE, "-q", "-i", str(folder), "-o", str(out) + "/"], timeout=120)
     skipped = [line for line in result.out.splitlines() if line.startswith("skipped")]
-    checks = [(any(n in line for line in skipped), f"{n} not listed as skipped") for n in ("b.heic", "notes.txt",
-                                                                                             "c.jpg")]
+    checks = [(any(n in line for line in skipped), f"{n} not listed as skipped")
+              for n in ("b.heic", "notes.txt", "c.jpg")]
     checks.append((image_complete(out / "a.jpg"), "a.jpg not restored"))
     verdict, note = judge_ok(result.out, result.rc, checks)
     return rc_text(result.rc), verdict, note or short(" / ".join(skipped))
@@ -885,7 +896,8 @@ def _(name):
 @case("restore", "non-existent input", "non-zero exit, error names the path")
 def _(name):
     missing = WORK / "inputs" / "nope.jpg"
-    result = run(name, [*RESTORE, "-q", "-i", str(missing), "-o", str(restore_dir(name) / "o.png")], timeout=120)
+    result = run(name, [*RESTORE, "-q", "-i", str(missing), "-o", str(restore_dir(name) / "o.png")],
+                 timeout=120)
     verdict, note = judge_bad(result.out, result.rc, ["nope.jpg"])
     return rc_text(result.rc), verdict, note
 
@@ -910,8 +922,10 @@ def _(name):
 def _(name):
     folder = restore_dir(name)
     write_rgba_png(folder / "in.png")
-    result = run(name, [*RESTORE, "-q", "-i", str(folder / "in.png"), "-o", str(folder / "out.jpg")], timeout=120)
-    warnings = [line.strip() for line in result.out.splitlines() if "warning" in line.lower() and "alpha" in line]
+    result = run(name, [*RESTORE, "-q", "-i", str(folder / "in.png"), "-o", str(folder / "out.jpg")],
+                 timeout=120)
+    warnings = [line.strip() for line in result.out.splitlines()
+                if "warning" in line.lower() and "alpha" in line]
     verdict, note = judge_ok(result.out, result.rc, [(image_complete(folder / "out.jpg"), "no output"),
                                                      (bool(warnings), "no warning about the alpha channel")])
     return rc_text(result.rc), verdict, note or short(warnings[0])
@@ -930,7 +944,8 @@ def _(name):
     return rc_text(result.rc), verdict, note or f"output {dtype}"
 
 
-@case("restore", "folder with a corrupt JPEG + 1 photo", "exit 1, one line naming the corrupt file, photo restored")
+@case("restore", "folder with a corrupt JPEG + 1 photo",
+      "exit 1, one line naming the corrupt file, photo restored")
 def _(name):
     folder = restore_dir(name) / "in"
     copy_photo(demo_photo(3), folder / "a.jpg")
@@ -952,7 +967,8 @@ def _(name):
     Image.fromarray(no_face_image()).save(folder / "landscape.jpg")
     result = run(name, [*RESTORE, "-q", "-i", str(folder / "landscape.jpg"), "-o", str(folder / "out.png")],
                  timeout=120)
-    per_photo = re.compile(r"(^\s*(?:[\w.-]+: )?error:)|(^" + re.escape(str(folder / "landscape.jpg")) + ": )")
+    per_photo = re.compile(r"(^\s*(?:[\w.-]+: )?error:)|(^" + re.escape(str(folder / "landscape.jpg"))
+                           + ": )")
     verdict, note = judge_bad(result.out, result.rc, ["landscape.jpg"], expected_rc=1, line=per_photo)
     return rc_text(result.rc), verdict, note
 
@@ -960,7 +976,8 @@ def _(name):
 @case("restore", "--strength 1.5", "exit 2, error names --strength")
 def _(name):
     folder = restore_dir(name)
-    result = run(name, [*RESTORE, "-q", "-i", str(face_input()), "-o", str(folder / "o.png"), "--strength", "1.5"],
+    result = run(name,
+                 [*RESTORE, "-q", "-i", str(face_input()), "-o", str(folder / "o.png"), "--strength", "1.5"],
                  timeout=120)
     verdict, note = judge_bad(result.out, result.rc, ["strength"], expected_rc=2)
     return rc_text(result.rc), verdict, note
@@ -995,7 +1012,8 @@ def _(name):
     names = [Path(p).name for p in paths]
     collided = re.sub(r"_\d+$", "", names[0]) == re.sub(r"_\d+$", "", names[1])
     return codes, "clean", ("run folders: " + ", ".join(names)
-                            + ("; same-second start, suffix added" if collided else "; started in different seconds"))
+                            + ("; same-second start, suffix added"
+                               if collided else "; started in different seconds"))
 
 
 # -- odd paths
@@ -1010,7 +1028,8 @@ def _(name):
     return rc_text(result.rc), verdict, note or out.name
 
 
-@case("odd paths", "restore folder -> folder, spaces and unicode in all names", "exit 0, every output written")
+@case("odd paths", "restore folder -> folder, spaces and unicode in all names",
+      "exit 0, every output written")
 def _(name):
     folder = WORK / "odd in ü"
     copy_photo(demo_photo(2), folder / "a b.jpg")
@@ -1056,8 +1075,8 @@ def cell(text: str) -> str:
 def table() -> str:
     lines = ["| category | case | expected | exit code | result | note |", "|---|---|---|---|---|---|"]
     for r in RESULTS:
-        lines.append(f"| {cell(r.category)} | {cell(r.case)} | {cell(r.expected)} | {cell(r.rc)} | **{r.result}** | "
-                     f"{cell(r.note)} |")
+        lines.append(f"| {cell(r.category)} | {cell(r.case)} | {cell(r.expected)} | {cell(r.rc)} | "
+                     f"**{r.result}** | {cell(r.note)} |")
     return "\n".join(lines)
 
 
@@ -1073,8 +1092,8 @@ def summary() -> str:
 
 
 def repo_state() -> tuple[str, list[str]]:
-    status = subprocess.run(["git", "status", "--porcelain", "--ignored", "--untracked-files=all", "--", "data",
-                             "outputs"], cwd=REPO, capture_output=True, text=True).stdout
+    status = subprocess.run(["git", "status", "--porcelain", "--ignored", "--untracked-files=all", "--",
+                             "data", "outputs"], cwd=REPO, capture_output=True, text=True).stdout
     outputs = sorted(p.name for p in (REPO / "outputs").iterdir()) if (REPO / "outputs").is_dir() else []
     return status, outputs
 
@@ -1083,7 +1102,8 @@ def main() -> int:
     global WORK
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--work", type=Path, default=Path("/tmp/matrix"), help="scratch folder (wiped first)")
-    parser.add_argument("--only", default=None, help="run only the cases whose category or name matches this regex")
+    parser.add_argument("--only", default=None,
+                        help="run only the cases whose category or name matches this regex")
     args = parser.parse_args()
     WORK = args.work.resolve()
     if WORK == REPO or REPO in WORK.parents:
@@ -1109,16 +1129,18 @@ def main() -> int:
             rc, result, note = "-", "script-error", f"{type(error).__name__}: {error}"
         seconds = time.monotonic() - case_start
         RESULTS.append(Result(category, name, expected, rc, result, note, seconds))
-        print(f"[{time.monotonic() - started:6.0f} s] {category} / {name}: {result} (exit {rc}, {seconds:.0f} s)",
-              file=sys.stderr)
+        print(f"[{time.monotonic() - started:6.0f} s] {category} / {name}: {result} (exit {rc}, "
+              f"{seconds:.0f} s)", file=sys.stderr)
     total = time.monotonic() - started
     print(f"## Bad-input / fault matrix (issue 15)\n\n{summary()}\n\n{table()}\n")
-    head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True).stdout
+    head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True,
+                          text=True).stdout
     print(f"total run time: {total:.0f} s ({len(RESULTS)} cases + setup) at commit {head.strip() or '?'}; "
           f"logs: {WORK / 'logs'}")
     repo_after = repo_state()
     if repo_after != repo_before:
-        print(f"WARNING: the repository's data/ or outputs/ changed during the matrix: {repo_before} -> {repo_after}")
+        print(f"WARNING: the repository's data/ or outputs/ changed during the matrix: {repo_before} -> "
+              f"{repo_after}")
     return 0
 
 

@@ -205,7 +205,8 @@ def _timed_runs(step, case: Case, device, rss0: int, cuda0: int) -> tuple[list[f
         times.append(time.perf_counter() - start)
         if peak is None:  # read before the first matmul probe allocates its own operands
             peak = _peak_bytes(device, rss0, cuda0)
-        rates.append(matmul_rate(device, case.matmul_size, precision=case.precision))  # right after each run: about the same load
+        # right after each run: about the same load
+        rates.append(matmul_rate(device, case.matmul_size, precision=case.precision))
     return times, rates, peak
 
 
@@ -233,13 +234,15 @@ def run_case(case: Case) -> dict:
     best, rate = min(times), max(rates)
     return {
         "config": case.config, "g_kwargs": case.g_kwargs, "d_kwargs": case.d_kwargs, "device": case.device,
-        "batch": case.batch, "mode": case.mode, "precision": case.precision, "threads": torch.get_num_threads(), "params": n_params,
+        "batch": case.batch, "mode": case.mode, "precision": case.precision,
+        "threads": torch.get_num_threads(), "params": n_params,
         "times_s": times, "best_s": best, "median_s": statistics.median(times),
         "per_face_s": best / case.batch, "gflop": flops / 1e9, "matmul_size": case.matmul_size,
         "matmul_gflops": rate / 1e9, "matmul_gflops_all": [r / 1e9 for r in rates], "floor_s": flops / rate,
         # conservative: fastest run against the fastest matmul probe; paired: each run against its own probe
         "ratio": best * rate / flops if flops else float("nan"),
-        "ratio_paired": min(t * r for t, r in zip(times, rates, strict=True)) / flops if flops else float("nan"),
+        "ratio_paired": (min(t * r for t, r in zip(times, rates, strict=True)) / flops if flops
+                         else float("nan")),
         "peak_mem_mib": peak / 2**20,
         "mem_method": ("cuda max_memory_allocated - allocated before the run" if device.type == "cuda"
                        else "peak RSS (VmHWM reset via clear_refs) - RSS before the run"),
@@ -263,18 +266,20 @@ def _spawn(case: Case, timeout: float) -> dict:
 
 def format_table(records: list[dict]) -> str:
     """Plain-text table of the records."""
-    head = (f"{'config':14s} {'dev':4s} {'prec':4s} {'B':>2s} {'mode':8s} {'best s':>8s} {'med s':>8s} {'s/face':>8s} "
-            f"{'GFLOP':>8s} {'mm GF/s':>8s} {'floor s':>8s} {'ratio':>6s} {'paired':>6s} {'peak MiB':>9s}")
+    head = (f"{'config':14s} {'dev':4s} {'prec':4s} {'B':>2s} {'mode':8s} {'best s':>8s} {'med s':>8s} "
+            f"{'s/face':>8s} {'GFLOP':>8s} {'mm GF/s':>8s} {'floor s':>8s} {'ratio':>6s} {'paired':>6s} "
+            f"{'peak MiB':>9s}")
     lines = [head, "-" * len(head)]
     for r in records:
         if "error" in r:
-            lines.append(f"{r['config']:14s} {r['device']:4s} {r['precision']:4s} {r['batch']:2d} {r['mode']:8s} "
-                         f"ERROR {r['error']}")
+            lines.append(f"{r['config']:14s} {r['device']:4s} {r['precision']:4s} {r['batch']:2d} "
+                         f"{r['mode']:8s} ERROR {r['error']}")
             continue
-        lines.append(f"{r['config']:14s} {r['device'][:4]:4s} {r['precision']:4s} {r['batch']:2d} {r['mode']:8s} "
-                     f"{r['best_s']:8.3f} "
-                     f"{r['median_s']:8.3f} {r['per_face_s']:8.3f} {r['gflop']:8.1f} {r['matmul_gflops']:8.1f} "
-                     f"{r['floor_s']:8.3f} {r['ratio']:6.2f} {r['ratio_paired']:6.2f} {r['peak_mem_mib']:9.1f}")
+        lines.append(f"{r['config']:14s} {r['device'][:4]:4s} {r['precision']:4s} {r['batch']:2d} "
+                     f"{r['mode']:8s} {r['best_s']:8.3f} "
+                     f"{r['median_s']:8.3f} {r['per_face_s']:8.3f} {r['gflop']:8.1f} "
+                     f"{r['matmul_gflops']:8.1f} {r['floor_s']:8.3f} {r['ratio']:6.2f} "
+                     f"{r['ratio_paired']:6.2f} {r['peak_mem_mib']:9.1f}")
     return "\n".join(lines)
 
 
@@ -352,7 +357,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     records = []
     for case in build_cases(args):
-        print(f"running {case.config} {case.device} batch {case.batch} {case.mode} ...", file=sys.stderr, flush=True)
+        print(f"running {case.config} {case.device} batch {case.batch} {case.mode} ...", file=sys.stderr,
+              flush=True)
         records.append(run_case(case) if args.no_isolate else _spawn(case, args.timeout))
     print(format_table(records))
     if args.case and "error" not in records[0]:

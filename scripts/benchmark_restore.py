@@ -1,7 +1,9 @@
-"""Restoration speed: faces/second of the GPEN generator (random weights) at 256 and 512, plus paste-back cost.
+"""Restoration speed: faces/second of the GPEN generator (random weights) at 256 and 512, plus paste-back
+cost.
 
     python scripts/benchmark_restore.py                       # CPU, 256 and 512 configs, batch 1 and 4
-    python scripts/benchmark_restore.py --sizes 256 --faces 16 --batch-sizes 1 8 --device cuda --precision fp16
+    python scripts/benchmark_restore.py --sizes 256 --faces 16 --batch-sizes 1 8 --device cuda \\
+        --precision fp16
 
 Configs: 256 = GPEN-BFR-256 (channel_multiplier 1, narrow 0.5), 512 = GPEN-BFR-512 (channel_multiplier 2,
 narrow 1); style_dim 512, n_mlp 8. The machine's fp32 matmul rate is measured in the same run (the forward
@@ -80,7 +82,8 @@ def time_paste(size: int, faces: int = 8) -> float:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", type=int, nargs="+", default=[256, 512], choices=sorted(CONFIGS))
     parser.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 4])
     parser.add_argument("--faces", type=int, default=4, help="faces timed per measurement (default 4)")

@@ -75,11 +75,11 @@ class Study:
 
     def settings(self) -> dict[str, Any]:
         """The settings stored in study.json and shown in study.md."""
-        return {"persons_root": str(self.root), "persons": list(self.persons), "train_photos": self.train_photos,
-                "levels": list(self.levels), "others": [p.name for p in self.others],
-                "train_overrides": list(self.train_overrides), "eval_overrides": list(self.eval_overrides),
-                "model_size": self.train.size, "template": self.train.template,
-                "prior": self.train.generator_weights}
+        return {"persons_root": str(self.root), "persons": list(self.persons),
+                "train_photos": self.train_photos, "levels": list(self.levels),
+                "others": [p.name for p in self.others], "train_overrides": list(self.train_overrides),
+                "eval_overrides": list(self.eval_overrides), "model_size": self.train.size,
+                "template": self.train.template, "prior": self.train.generator_weights}
 
 
 # --------------------------------------------------------------------------------------------- set-up
@@ -87,8 +87,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     """Command-line arguments."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--persons-root", type=Path, default=None,
-                        help="folder of person folders (read-only is fine); default $GPEN_FEWSHOT_PERSONS_DIR "
-                             "or data/persons")
+                        help="folder of person folders (read-only is fine); default "
+                             "$GPEN_FEWSHOT_PERSONS_DIR or data/persons")
     who = parser.add_mutually_exclusive_group()
     who.add_argument("--persons", type=int, default=5, help="study the first N person folders (sorted names)")
     who.add_argument("--names", default=None, help="comma-separated person folder names instead of --persons")
@@ -143,7 +143,8 @@ def select_others(root: Path, studied: Sequence[str], count: int) -> tuple[Path,
 
 
 def compose_train_settings(overrides: Sequence[str]) -> TrainSettings:
-    """Compose ``configs/train.yaml`` with the overrides, exactly as train.py will, and read what the study needs."""
+    """Compose ``configs/train.yaml`` with the overrides, exactly as train.py will, and read what the study
+    needs."""
     from hydra import compose, initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
 
@@ -178,12 +179,13 @@ def check_prior(train: TrainSettings, eval_overrides: Sequence[str]) -> None:
     hint = "pass --train-override model.generator_weights=PATH (or --eval-override base=PATH)"
     if train.init == "random" or not train.generator_weights:
         raise StudyError(f"the training config starts from random weights (model.init={train.init}, "
-                         f"model.generator_weights={train.generator_weights}): there is no prior to compare; {hint}")
+                         f"model.generator_weights={train.generator_weights}): there is no prior to compare; "
+                         f"{hint}")
     try:
         locate_weights(str(train.generator_weights), train.download)
     except (FileNotFoundError, KeyError) as error:
-        raise StudyError(f"the prior {train.generator_weights!r} is not available, so train.py would start from "
-                         f"random weights: {str(error).splitlines()[0]}; {hint}") from None
+        raise StudyError(f"the prior {train.generator_weights!r} is not available, so train.py would start "
+                         f"from random weights: {str(error).splitlines()[0]}; {hint}") from None
 
 
 def build_study(args: argparse.Namespace) -> Study:
@@ -203,7 +205,8 @@ def build_study(args: argparse.Namespace) -> Study:
     eval_overrides = _check_overrides(args.eval_override, "--eval-override")
     train = compose_train_settings(train_overrides)
     check_prior(train, eval_overrides)
-    return Study(root, args.out.expanduser().resolve(), persons, select_others(root, persons, args.others_count),
+    return Study(root, args.out.expanduser().resolve(), persons,
+                 select_others(root, persons, args.others_count),
                  args.train_photos, levels, train_overrides, eval_overrides, train)
 
 
@@ -225,7 +228,8 @@ def _read_json(path: Path) -> dict | None:
 
 def _error_summary(log_path: Path) -> str:
     """The subprocess's ``error: ...`` line, else its last non-empty lines."""
-    lines = [ln.strip() for ln in log_path.read_text(encoding="utf-8", errors="replace").splitlines() if ln.strip()]
+    lines = [ln.strip() for ln in log_path.read_text(encoding="utf-8", errors="replace").splitlines()
+             if ln.strip()]
     errors = [ln for ln in lines if ln.startswith("error:") or "Error:" in ln]
     return (errors[-1] if errors else " / ".join(lines[-3:]))[:600]
 
@@ -249,7 +253,8 @@ def run_step(cmd: Sequence[str], log_path: Path, what: str) -> float:
 
 
 def count_usable(person_dir: Path, train: TrainSettings, cache_dir: Path) -> tuple[int, Path]:
-    """Usable photos of a person under the training crop size/template, and the manifest with every decision."""
+    """Usable photos of a person under the training crop size/template, and the manifest with every
+    decision."""
     from gpen_fewshot.data.person import NotEnoughPhotosError, prepare_person
 
     try:
@@ -270,7 +275,8 @@ def _keys(study: Study, name: str) -> tuple[dict, dict]:
 
 
 def train_person(study: Study, name: str, work: Path, holdout: int) -> float:
-    """``train.py`` for one person (reused when it finished earlier with the same settings); wall time in s."""
+    """``train.py`` for one person (reused when it finished earlier with the same settings); wall time in
+    s."""
     run_dir, marker = work / "run", work / "train.json"
     key = {**_keys(study, name)[0], "holdout": holdout}
     record = _read_json(marker)
@@ -279,14 +285,16 @@ def train_person(study: Study, name: str, work: Path, holdout: int) -> float:
         return float(record["wall_s"])
     if run_dir.exists():  # interrupted or outdated: start over, so the wall time is that of one whole run
         shutil.rmtree(run_dir)
-    cmd = [sys.executable, str(REPO / "train.py"), f"person={name}", f"person_dir={_quote(study.root / name)}",
-           f"data.holdout={holdout}", f"data.cache_dir={_quote(work / 'prepared')}",
+    cmd = [sys.executable, str(REPO / "train.py"), f"person={name}",
+           f"person_dir={_quote(study.root / name)}", f"data.holdout={holdout}",
+           f"data.cache_dir={_quote(work / 'prepared')}",
            f"hydra.run.dir={_quote(run_dir)}", f"paths.persons_dir={_quote(study.out / 'registry')}",
            *study.train_overrides]
     print(f"  training ({work / 'train.log'}) ...", flush=True)
     wall = run_step(cmd, work / "train.log", "train.py")
     if not (run_dir / "export" / "person.json").is_file():
-        raise StepError(f"train.py exited without a person export in {run_dir / 'export'} (log: {work / 'train.log'})")
+        raise StepError(f"train.py exited without a person export in {run_dir / 'export'} (log: "
+                        f"{work / 'train.log'})")
     atomic_write_json(marker, {"key": key, "wall_s": wall, "command": cmd})
     print(f"  trained in {wall:.1f} s")
     return wall
@@ -298,8 +306,9 @@ def evaluate_person(study: Study, name: str, work: Path, holdout: int) -> float:
     if eval_dir.exists():  # leftovers of an interrupted evaluation
         shutil.rmtree(eval_dir)
     others = "[" + ",".join(_quote(p) for p in study.others) + "]" if study.others else "null"
-    cmd = [sys.executable, str(REPO / "evaluate.py"), f"person={name}", f"person_dir={_quote(study.root / name)}",
-           f"ckpt={_quote(work / 'run')}", f"out_dir={_quote(eval_dir)}", f"holdout={holdout}",
+    cmd = [sys.executable, str(REPO / "evaluate.py"), f"person={name}",
+           f"person_dir={_quote(study.root / name)}", f"ckpt={_quote(work / 'run')}",
+           f"out_dir={_quote(eval_dir)}", f"holdout={holdout}",
            f"cache_dir={_quote(work / 'prepared')}", f"protocol.levels=[{','.join(study.levels)}]",
            f"others={others}", "progress=false", *study.eval_overrides]
     print(f"  evaluating ({work / 'eval.log'}) ...", flush=True)
@@ -340,7 +349,8 @@ def _measure(study: Study, name: str, work: Path, outcome: dict) -> None:
 
 
 def study_person(study: Study, name: str) -> dict[str, Any]:
-    """One person's outcome (``status`` ok or failed with the reason); written to ``persons/<name>/result.json``."""
+    """One person's outcome (``status`` ok or failed with the reason); written to
+    ``persons/<name>/result.json``."""
     work = study.out / "persons" / name
     key = _keys(study, name)[1]
     done = _read_json(work / "result.json")

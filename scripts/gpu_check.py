@@ -2,7 +2,8 @@
 restoration throughput, all written to one JSON file.
 
     python scripts/gpu_check.py --out gpu_check.json              # on the GPU machine (~5 min)
-    python scripts/gpu_check.py --out check.json --device cpu --quick   # the same steps, tiny, on a CPU (tests)
+    # the same steps, tiny, on a CPU (tests)
+    python scripts/gpu_check.py --out check.json --device cpu --quick
 
 Steps (each records its own result or its error, so one failure does not hide the others):
 1. ``parity``: the released GPEN-512 layout with random weights (``--quick``: a 64-px one), fp32 vs bf16
@@ -35,7 +36,8 @@ from gpen_fewshot.archs import GPENGenerator  # noqa: E402
 from gpen_fewshot.utils.atomic import atomic_write_json  # noqa: E402
 
 SIZES = {False: 512, True: 256}
-LAYOUTS = {512: dict(size=512, channel_multiplier=2, narrow=1.0), 256: dict(size=256, channel_multiplier=1, narrow=0.5),
+LAYOUTS = {512: dict(size=512, channel_multiplier=2, narrow=1.0),
+           256: dict(size=256, channel_multiplier=1, narrow=0.5),
            64: dict(size=64, channel_multiplier=1, narrow=0.25)}  # 64: --quick parity (emulated bf16 is slow)
 
 
@@ -67,18 +69,21 @@ def run(cmd: list[str], timeout: float) -> dict:
     start = time.perf_counter()
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=timeout, check=False)
     tail = (proc.stdout + proc.stderr).strip().splitlines()[-3:]
-    return {"cmd": cmd, "returncode": proc.returncode, "wall_s": round(time.perf_counter() - start, 1), "tail": tail}
+    return {"cmd": cmd, "returncode": proc.returncode, "wall_s": round(time.perf_counter() - start, 1),
+            "tail": tail}
 
 
 def benchmark(device: torch.device, quick: bool, work: Path) -> dict:
     case = "gpen256-forward" if quick else "gpen512-forward"
     out = work / "benchmark.json"
     extra = ["--repeats", "1", "--matmul-size", "256", "--no-isolate"] if quick else []
-    chosen = ["fp32"] if quick else precisions(device)  # --quick: a CPU without bf16 units takes minutes in bf16
-    result = run([sys.executable, "scripts/benchmark.py", "--case", case, "--devices", device.type, "--precision",
-                  *chosen, "--out", str(out), *extra], timeout=1800)
+    # --quick: a CPU without bf16 units takes minutes in bf16
+    chosen = ["fp32"] if quick else precisions(device)
+    result = run([sys.executable, "scripts/benchmark.py", "--case", case, "--devices", device.type,
+                  "--precision", *chosen, "--out", str(out), *extra], timeout=1800)
     if out.is_file():
-        result["records"] = [{k: r.get(k) for k in ("precision", "best_s", "floor_s", "ratio", "matmul_gflops")}
+        result["records"] = [{k: r.get(k)
+                              for k in ("precision", "best_s", "floor_s", "ratio", "matmul_gflops")}
                              for r in json.loads(out.read_text())]
     return result
 

@@ -44,7 +44,8 @@ def build(spec: str, lr: float) -> tuple[torch.nn.Module, torch.optim.Optimizer]
         raise ValueError(f"unknown model {spec!r} (gpen:<scale> or unet)")
     net = GPENGenerator(256, style_dim=256, n_mlp=4, channel_multiplier=1, narrow=0.25, residual=True)
     params = dict(net.named_parameters())
-    groups = [{"params": [params[n] for n in names], "lr": lr * (float(scale or 1) if g in _SCALED_GROUPS else 1)}
+    groups = [{"params": [params[n] for n in names],
+               "lr": lr * (float(scale or 1) if g in _SCALED_GROUPS else 1)}
               for g, names in net.parameter_groups().items() if names]
     return net, torch.optim.Adam(groups, betas=(0.9, 0.99))
 
@@ -88,7 +89,8 @@ def race(spec: str, args: argparse.Namespace, train: TrainPairDataset, val: Fixe
             updates += 1
         point = {"seconds": float(mark), "updates": updates, **evaluate(net, val)}
         curve.append(point)
-        print(f"{spec:<10} {mark:7.0f}s {updates:6d} upd " + " ".join(f"{lv} {point[lv]:+.2f}" for lv in LEVELS),
+        print(f"{spec:<10} {mark:7.0f}s {updates:6d} upd "
+              + " ".join(f"{lv} {point[lv]:+.2f}" for lv in LEVELS),
               flush=True)
     return curve
 

@@ -38,7 +38,8 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     photo = read_image(args.input or default_input())
     name = args.base or str(default_base_name())
-    restorer = Restorer(load_base_model(name), [], options=RestoreOptions(scale=args.scale, guard_threshold=None),
+    restorer = Restorer(load_base_model(name), [],
+                        options=RestoreOptions(scale=args.scale, guard_threshold=None),
                         detector=FaceDetector())
     start = time.perf_counter()
     result = restorer.restore(photo)

@@ -82,7 +82,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{len(pairs)} pairs ({same.sum()} same, {(~same).sum()} different), {len(paths)} images")
     print(f"{'variant':<10} {'accuracy':>9} {'threshold':>9} {'cos same':>9} {'cos diff':>9} "
           f"{'|cos-ref|':>10} {'max':>7}")
-    ref_acc, ref_t = best_threshold_accuracy(reference, same) if np.isfinite(reference).all() else (np.nan,) * 2
+    ref_acc, ref_t = (best_threshold_accuracy(reference, same) if np.isfinite(reference).all()
+                      else (np.nan,) * 2)
     print(f"{'reference':<10} {ref_acc:>9.4f} {ref_t:>9.4f} {np.mean(reference[same]):>9.4f} "
           f"{np.mean(reference[~same]):>9.4f} {'':>10} {'':>7}")
     results = []
@@ -95,7 +96,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{name:<10} {accuracy:>9.4f} {threshold:>9.4f} {np.mean(scores[same]):>9.4f} "
               f"{np.mean(scores[~same]):>9.4f} {np.nanmean(diff):>10.4f} {np.nanmax(diff):>7.4f}")
     accuracy, threshold, mean_diff, count = results[0]
-    print(f"accuracy={accuracy:.4f} threshold={threshold:.4f} mean_abs_cos_diff={mean_diff:.4f} pairs={count}")
+    print(f"accuracy={accuracy:.4f} threshold={threshold:.4f} mean_abs_cos_diff={mean_diff:.4f} "
+          f"pairs={count}")
     return 0
 
 

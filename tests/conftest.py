@@ -1,4 +1,5 @@
-"""Shared test fixtures: tiny GPEN networks, synthetic batches, and the training config composed and shrunk."""
+"""Shared test fixtures: tiny GPEN networks, synthetic batches, and the training config composed and
+shrunk."""
 
 from __future__ import annotations
 
@@ -32,8 +33,10 @@ SHRINK_OVERRIDES = [
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    config.addinivalue_line("markers", "subprocess: runs `python train.py` in a subprocess (10-40 s, runs in CI)")
-    config.addinivalue_line("markers", "browser: drives `python app.py` in headless Chromium (~30 s, runs in CI)")
+    config.addinivalue_line("markers",
+                            "subprocess: runs `python train.py` in a subprocess (10-40 s, runs in CI)")
+    config.addinivalue_line("markers",
+                            "browser: drives `python app.py` in headless Chromium (~30 s, runs in CI)")
 
 
 @pytest.fixture
@@ -125,8 +128,8 @@ def make_module(tiny_networks: Callable) -> Callable[..., object]:
 
     def make(total_iters: int = 4, freezing: FreezingSchedule | None = None, seed: int = 0,
              loss: dict | None = None, optim: dict | None = None) -> GPENFewShotModule:
-        model = ModelConfig(name="tiny", size=TINY_SIZE, style_dim=32, n_mlp=2, channel_multiplier=1, narrow=0.125,
-                            d_channel_multiplier=1, d_narrow=0.125, init="random")
+        model = ModelConfig(name="tiny", size=TINY_SIZE, style_dim=32, n_mlp=2, channel_multiplier=1,
+                            narrow=0.125, d_channel_multiplier=1, d_narrow=0.125, init="random")
         freezing = freezing or FreezingSchedule("full", [{"name": "full", "start": 0, "generator": ["all"],
                                                           "discriminator": ["all"]}])
         loss_cfg = LossConfig(**{"identity": 0.0, "r1_interval": 2, **(loss or {})})
@@ -139,14 +142,16 @@ def make_module(tiny_networks: Callable) -> Callable[..., object]:
 
 @pytest.fixture
 def fit(tmp_path: Path) -> Callable[..., object]:
-    """``fit(module, callbacks=(), ckpt_path=None, samples_per_epoch=4) -> Trainer`` on synthetic 32-px data."""
+    """``fit(module, callbacks=(), ckpt_path=None, samples_per_epoch=4) -> Trainer`` on synthetic 32-px
+    data."""
     import pytorch_lightning as pl
 
     from gpen_fewshot.training.synthetic import SyntheticDataModule
 
     def run(module, callbacks=(), ckpt_path=None, samples_per_epoch: int = 4, val_every: int | None = None):
-        trainer = pl.Trainer(accelerator="cpu", devices=1, max_epochs=-1, logger=False, enable_checkpointing=False,
-                             enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0,
+        trainer = pl.Trainer(accelerator="cpu", devices=1, max_epochs=-1, logger=False,
+                             enable_checkpointing=False, enable_progress_bar=False,
+                             enable_model_summary=False, num_sanity_val_steps=0,
                              val_check_interval=val_every or 10**6, check_val_every_n_epoch=None,
                              limit_val_batches=1.0 if val_every else 0, default_root_dir=str(tmp_path),
                              callbacks=list(callbacks))

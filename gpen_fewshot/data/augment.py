@@ -10,8 +10,8 @@ Optionally the clean crop's level of detail is also changed, because a prior lea
 clean face looks like and "restores" faces that look otherwise: it is *softened* (resized down by a random
 factor and back up, like a small face upscaled) or *sharpened* (unsharp mask, like the crisp, sharpened press
 photos of CelebA: a prior trained only on soft chips blurred such faces as if their detail were noise, losing
-5-9 dB against the input on the worst of them). The changed crop is both the target and the input of the degradation, so the pair
-teaches "this detail is content, keep it".
+5-9 dB against the input on the worst of them). The changed crop is both the target and the input of the
+degradation, so the pair teaches "this detail is content, keep it".
 """
 
 from __future__ import annotations
@@ -60,9 +60,10 @@ class AugmentConfig:
         low, high = self.scale_range
         if not 0.0 < low <= high:
             raise ValueError(f"scale_range must be (min, max) with 0 < min <= max, got {self.scale_range}")
-        if not (0.0 <= self.soften_prob and 0.0 <= self.sharpen_prob and self.soften_prob + self.sharpen_prob <= 1):
-            raise ValueError(f"soften_prob and sharpen_prob must be >= 0 with a sum <= 1, got {self.soften_prob} "
-                             f"and {self.sharpen_prob}")
+        if not (0.0 <= self.soften_prob and 0.0 <= self.sharpen_prob and
+                self.soften_prob + self.sharpen_prob <= 1):
+            raise ValueError("soften_prob and sharpen_prob must be >= 0 with a sum <= 1, got "
+                             f"{self.soften_prob} and {self.sharpen_prob}")
         for name in ("sharpen_amount", "sharpen_sigma"):
             low, high = getattr(self, name)
             if not 0.0 < low <= high:

@@ -66,7 +66,8 @@ class SheetEntry:
         return f"REJECTED: {self.decision}"
 
 
-def person_contact_sheet(photos: Sequence, records: Sequence, name: str, size: int, template: str) -> np.ndarray:
+def person_contact_sheet(photos: Sequence, records: Sequence, name: str, size: int,
+                         template: str) -> np.ndarray:
     """The sheet of ``prepare_person``: one tile per (vetting Photo, PhotoRecord) pair, in file order."""
     entries = []
     for photo, record in zip(photos, records, strict=True):
@@ -80,12 +81,13 @@ def person_contact_sheet(photos: Sequence, records: Sequence, name: str, size: i
     train = sum(r.split == "train" for r in records)
     holdout = sum(r.split == "holdout" for r in records)
     rejected = sum(r.decision != "used" for r in records)
-    header = (f"{name} - {size}px '{template}' crops - {len(records)} files: {train} train, {holdout} holdout, "
-              f"{rejected} rejected")
+    header = (f"{name} - {size}px '{template}' crops - {len(records)} files: {train} train, {holdout} "
+              f"holdout, {rejected} rejected")
     return render_contact_sheet(entries, header=header)
 
 
-def render_contact_sheet(entries: Sequence[SheetEntry], header: str = "", columns: int = COLUMNS) -> np.ndarray:
+def render_contact_sheet(entries: Sequence[SheetEntry], header: str = "",
+                         columns: int = COLUMNS) -> np.ndarray:
     """Grid of tiles, one per entry, under an optional one-line header.
 
     Returns:
@@ -96,7 +98,8 @@ def render_contact_sheet(entries: Sequence[SheetEntry], header: str = "", column
     columns = max(1, min(columns, len(entries) or 1))
     rows = max(1, -(-len(entries) // columns))
     head = 30 if header else 0
-    sheet = np.full((head + rows * (tile_h + PAD) + PAD, columns * (tile_w + PAD) + PAD, 3), _BACKGROUND, np.uint8)
+    sheet = np.full((head + rows * (tile_h + PAD) + PAD, columns * (tile_w + PAD) + PAD, 3), _BACKGROUND,
+                    np.uint8)
     if header:
         draw_text(sheet, fit_text(header, sheet.shape[1] - 2 * PAD, HEADER_FONT), (PAD, 21), HEADER_FONT,
                   (20, 20, 20))

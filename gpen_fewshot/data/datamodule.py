@@ -7,11 +7,11 @@ five photos give unlimited pairs; an epoch is ``samples_per_epoch`` samples. Ran
 not depend on the number of workers, while workers and epochs all get different samples.
 
 Validation is a fixed set built from held-out crops: ``val_copies`` degradations of each crop at each preset
-in ``val_degradations``, made exactly like the inputs of ``evaluate.py`` (``gpen_fewshot.evaluation.protocol``:
-draw k of a photo at a level is seeded by ``(val_seed, sha256 of the source photo, level, k)`` and the
-low-quality input is quantised to uint8), so ``val/psnr`` during training is measured on the same inputs
-as the evaluation with the same seed, levels and copies (the defaults agree). Identical on every call and
-every run.
+in ``val_degradations``, made exactly like the inputs of ``evaluate.py``
+(``gpen_fewshot.evaluation.protocol``: draw k of a photo at a level is seeded by ``(val_seed, sha256 of the
+source photo, level, k)`` and the low-quality input is quantised to uint8), so ``val/psnr`` during training is
+measured on the same inputs as the evaluation with the same seed, levels and copies (the defaults agree).
+Identical on every call and every run.
 
 Batches are dicts ``{"lq": (B, 3, S, S), "gt": (B, 3, S, S)`` float32 RGB in [-1, 1], ``"path": list[str],
 "degradation": list[str]}`` (the last one: preset name, for per-preset validation metrics).

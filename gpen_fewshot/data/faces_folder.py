@@ -78,7 +78,8 @@ def prepare_faces_folder(
         raise FileNotFoundError(f"{faces_dir}: not a folder of photos")
     settings = FolderSettings(int(size), template, resolve_model(detector), float(conf_threshold),
                               float(min_face_scale), float(min_sharpness))
-    root = Path(cache_dir if cache_dir is not None else default_prepared_root(faces_dir)) / f"{size}_{template}"
+    root = (Path(cache_dir if cache_dir is not None else default_prepared_root(faces_dir))
+            / f"{size}_{template}")
     manifest_path = root / "manifest.json"
     entries = _load_entries(manifest_path, settings)
     files = list_images(faces_dir)
@@ -102,7 +103,8 @@ def prepare_faces_folder(
 
 
 def default_prepared_root(folder: Path, name: str | None = None) -> Path:
-    """``<folder>/.prepared``, or ``~/.cache/gpen_fewshot/prepared/<name>-<hash of path>`` for a read-only folder.
+    """``<folder>/.prepared``, or ``~/.cache/gpen_fewshot/prepared/<name>-<hash of path>`` for a read-only
+    folder.
 
     Read-only means no write permission bit at all or no write access: root passes ``os.access`` on any
     folder, but a folder marked r-x (shared data sets) must not be written into even then.
@@ -223,12 +225,14 @@ def _process_one(path: Path, root: Path, settings: FolderSettings, det: FaceDete
     scale = face.eye_distance / template_eye_distance(settings.template, settings.size)
     entry.update(faces_found=len(faces), face=face.to_dict(), face_scale=round(scale, 3))
     if scale < settings.min_face_scale:
-        return {**entry, "decision": "too_small", "reason": f"face scale {scale:.2f} < {settings.min_face_scale}"}
+        return {**entry, "decision": "too_small",
+                "reason": f"face scale {scale:.2f} < {settings.min_face_scale}"}
     aligned = align_face(image, face.landmarks, settings.size, settings.template)
     sharp = sharpness(aligned.crop, settings.template)
     entry["sharpness"] = round(sharp, 1)
     if sharp < settings.min_sharpness:
-        return {**entry, "decision": "blurred", "reason": f"sharpness {sharp:.0f} < {settings.min_sharpness:g}"}
+        return {**entry, "decision": "blurred",
+                "reason": f"sharpness {sharp:.0f} < {settings.min_sharpness:g}"}
     crop_rel = f"crops/{path.stem}_{entry['sha256'][:8]}.png"
     write_image(root / crop_rel, aligned.crop)
     return {**entry, "decision": "used", "reason": "ok", "crop": crop_rel}

@@ -162,10 +162,12 @@ def prepare_person(
     name = validate_person_name(person_dir.resolve().name)
     _check_settings(size, template, holdout, min_photos)
     settings = VettingSettings(size=int(size), template=template, min_face_scale=float(min_face_scale),
-                               min_sharpness=float(min_sharpness), duplicate_threshold=float(duplicate_threshold),
+                               min_sharpness=float(min_sharpness),
+                               duplicate_threshold=float(duplicate_threshold),
                                use_identity=bool(use_identity))
     model = resolve_model(detector)
-    root = Path(cache_dir if cache_dir is not None else default_prepared_root(person_dir, name)) / f"{size}_{template}"
+    root = (Path(cache_dir if cache_dir is not None else default_prepared_root(person_dir, name))
+            / f"{size}_{template}")
     files = _list_photos(person_dir)
     key = _cache_key(settings, model, conf_threshold, holdout, files)
     cached = _load_cached(root, key, name)
@@ -187,7 +189,8 @@ def _file_sha(path: Path) -> str | None:
         return None
 
 
-def _cache_key(settings: VettingSettings, model: str, conf: float, holdout: object, files: list[Path]) -> dict:
+def _cache_key(settings: VettingSettings, model: str, conf: float, holdout: object,
+               files: list[Path]) -> dict:
     return {
         "version": PREPARE_VERSION,
         "settings": {**dataclasses.asdict(settings), "detector": model, "conf_threshold": float(conf),
@@ -259,7 +262,8 @@ def _write_outputs(root: Path, name: str, person_dir: Path, photos: list[Photo],
         for stale in (root / sub).glob("*.png") if (root / sub).is_dir() else ():
             if f"{sub}/{stale.name}" not in wanted:
                 stale.unlink()
-    write_image(root / "contact_sheet.png", person_contact_sheet(photos, records, name, settings.size, settings.template))
+    write_image(root / "contact_sheet.png",
+                person_contact_sheet(photos, records, name, settings.size, settings.template))
     atomic_write_json(root / "manifest.json", {
         "cache_key": key, "settings": key["settings"], "person_dir": str(person_dir),
         "photos": [r.to_dict() for r in records],
@@ -285,7 +289,8 @@ def _load_cached(root: Path, key: dict, name: str) -> PreparedPerson | None:
         records = tuple(PhotoRecord.from_dict(r) for r in manifest["photos"])
     except (OSError, ValueError, KeyError, TypeError):
         return None
-    if not (root / "contact_sheet.png").is_file() or any(r.crop and not (root / r.crop).is_file() for r in records):
+    if not (root / "contact_sheet.png").is_file() or any(r.crop and not (root / r.crop).is_file()
+                                                         for r in records):
         return None
     return _result(name, root, records, from_cache=True)
 

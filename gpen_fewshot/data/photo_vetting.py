@@ -12,8 +12,8 @@ steps run in order and each only looks at photos still in the running:
    size (the crop would be upsampled more than 1 / min_face_scale, a soft ground truth);
 6. "blurred": variance of the Laplacian of the aligned inner face below ``min_sharpness``;
 7. "duplicate": the same picture again (re-encoded, resized, cropped, letterboxed): the registered fine
-   detail of the aligned inner faces correlates at least ``duplicate_threshold`` (``quality.same_picture_score``);
-   the copy with the larger face is kept.
+   detail of the aligned inner faces correlates at least ``duplicate_threshold``
+   (``quality.same_picture_score``); the copy with the larger face is kept.
 
 Only step 5 depends on the crop size. The identity embeddings (4), sharpness (6) and same-picture detail (7)
 are measured on ``quality.analysis_crop``: the face aligned from the original photo at a fixed scale (50 px
@@ -141,7 +141,8 @@ class PhotoRecord:
 
 
 def to_record(photo: Photo, split: str | None, crop: str | None) -> PhotoRecord:
-    """Freeze a vetted photo into its manifest record (``split``/``crop`` set by the caller for used photos)."""
+    """Freeze a vetted photo into its manifest record (``split``/``crop`` set by the caller for used
+    photos)."""
     notes = "; ".join(photo.notes)
     if photo.active:
         m = photo.measures
@@ -250,8 +251,8 @@ def choose_faces(photos: Sequence[Photo], threshold: float = SAME_PERSON_THRESHO
             photo.chosen = index
             others = sorted(s for s, i in valid if i != index)
             next_best = f"; next best {others[0]:.2f}" if others else ""
-            photo.notes.append(f"{count}: picked the {_ordinal(index)} by identity (distance {best:.2f} to the "
-                               f"other photos{next_best})")
+            photo.notes.append(f"{count}: picked the {_ordinal(index)} by identity (distance {best:.2f} to "
+                               f"the other photos{next_best})")
         else:
             photo.chosen = 0
             photo.notes.append(f"{count}: none matches the other photos (best {best:.2f} >= {threshold:g}); "
@@ -285,7 +286,8 @@ def measure_and_filter(photos: Sequence[Photo], settings: VettingSettings) -> No
         eye = photo.face.eye_distance
         scale = eye / template_eye
         blur = sharpness(photo.analysis_crop, settings.template)
-        photo.measures.update(eye_distance=round(eye, 2), face_scale=round(scale, 3), sharpness=round(blur, 1))
+        photo.measures.update(eye_distance=round(eye, 2), face_scale=round(scale, 3),
+                              sharpness=round(blur, 1))
         photo.region = face_region(photo.analysis_crop, settings.template)
         if scale < settings.min_face_scale:
             photo.reject("too_small", f"face too small: eyes {eye:.0f} px apart, need >= "
@@ -317,7 +319,8 @@ def mark_near_duplicates(photos: Sequence[Photo], threshold: float) -> None:
 
 
 def annotate_identity(photos: Sequence[Photo], threshold: float = SAME_PERSON_THRESHOLD) -> None:
-    """Median identity distance of each used photo's face to the other used photos (a warning, not a rejection)."""
+    """Median identity distance of each used photo's face to the other used photos (a warning, not a
+    rejection)."""
     used = [p for p in photos if p.active and p.embeddings and p.embeddings[p.chosen] is not None]
     for photo in used:
         mine = photo.embeddings[photo.chosen]
@@ -327,4 +330,5 @@ def annotate_identity(photos: Sequence[Photo], threshold: float = SAME_PERSON_TH
         median = float(np.median(dists))
         photo.measures["identity_distance"] = round(median, 3)
         if median >= threshold:
-            photo.notes.append(f"check identity: median distance {median:.2f} to the other photos >= {threshold:g}")
+            photo.notes.append(f"check identity: median distance {median:.2f} to the other photos >= "
+                               f"{threshold:g}")

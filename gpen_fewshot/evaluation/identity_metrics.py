@@ -158,7 +158,8 @@ class MobileFaceNetScorer:
 
 
         if self._encoder is None:
-            self._encoder = IdentityEncoder(load_identity_network("mobilefacenet"), "mobilefacenet", self.template)
+            self._encoder = IdentityEncoder(load_identity_network("mobilefacenet"), "mobilefacenet",
+                                            self.template)
         out = []
         with torch.inference_mode():
             for start in range(0, len(images), batch):

@@ -178,7 +178,8 @@ def _run_spec(run_dir: Path, select: str, sweep: str | None = None) -> ModelSpec
     template, base = _recorded_template_and_base(run_dir, export if found else None)
     identity = recorded_identity_loss(run_dir, export if found else None)
     if select == "export" and found:
-        return ModelSpec(name, "tuned", str(export), "export", template, base, run_dir, sweep, overrides, identity)
+        return ModelSpec(name, "tuned", str(export), "export", template, base, run_dir, sweep, overrides,
+                         identity)
     stem = "best" if select == "best" else "last"  # no export yet: the latest weights
     ckpt = run_dir / "checkpoints" / f"{stem}.ckpt"
     if ckpt.is_file():
@@ -231,7 +232,8 @@ def _unique_names(specs: list[ModelSpec]) -> list[ModelSpec]:
     out = []
     for spec in specs:
         seen[spec.name] = seen.get(spec.name, 0) + 1
-        out.append(spec if seen[spec.name] == 1 else dataclasses.replace(spec, name=f"{spec.name}~{seen[spec.name]}"))
+        out.append(spec if seen[spec.name] == 1
+                   else dataclasses.replace(spec, name=f"{spec.name}~{seen[spec.name]}"))
     return out
 
 
@@ -247,8 +249,8 @@ def _base_spec(source: str, template: str | None) -> ModelSpec:
         return ModelSpec("base", "base", str(path), "export" if found else "checkpoint", recorded or template)
     if source in REGISTRY and REGISTRY[source].kind == "generator":
         return ModelSpec("base", "base", source, "registry", "gpen")
-    raise ModelSpecError(f"base: {source}: no such file or directory, and not a generator name of the weights "
-                         "registry (pass base=<name or path>, or base=none)")
+    raise ModelSpecError(f"base: {source}: no such file or directory, and not a generator name of the "
+                         "weights registry (pass base=<name or path>, or base=none)")
 
 
 def resolve_models(ckpt: str | Sequence[str] | None, base: str | None = None,
@@ -283,7 +285,8 @@ def resolve_models(ckpt: str | Sequence[str] | None, base: str | None = None,
     return [_recorded_base(tuned, template), *tuned]
 
 
-def registered_export(person: str, persons_dir: str | Path | None = None, base: str | None = None) -> str | None:
+def registered_export(person: str, persons_dir: str | Path | None = None,
+                      base: str | None = None) -> str | None:
     """What ``ckpt`` defaults to: the person's registered export (``<persons dir>/<person>/weights``, the one
     ``restore.py --person`` uses); None when there is none but a ``base`` alone was asked for.
 
@@ -300,8 +303,9 @@ def registered_export(person: str, persons_dir: str | Path | None = None, base: 
         return str(folder)
     if base is not None and str(base).strip().lower() not in NO_BASE:
         return None
-    raise ModelSpecError(f"no ckpt given and person {person!r} has no registered export in {folder}: train one "
-                         f"with `python train.py person={shlex.quote(person)}`, or pass ckpt=<run dir or export>")
+    raise ModelSpecError(f"no ckpt given and person {person!r} has no registered export in {folder}: train "
+                         f"one with `python train.py person={shlex.quote(person)}`, or pass "
+                         "ckpt=<run dir or export>")
 
 
 def _recorded_base(tuned: list[ModelSpec], template: str | None) -> ModelSpec:
@@ -312,10 +316,11 @@ def _recorded_base(tuned: list[ModelSpec], template: str | None) -> ModelSpec:
         raise ModelSpecError(f"the models were tuned from different bases ({listing}); {hint}")
     source = recorded.pop()
     if source is None:
-        raise ModelSpecError(f"cannot tell which base {tuned[0].name} ({tuned[0].source}) was tuned from; {hint}")
+        raise ModelSpecError(f"cannot tell which base {tuned[0].name} ({tuned[0].source}) was tuned from; "
+                             f"{hint}")
     if source == RANDOM:
-        raise ModelSpecError(f"{tuned[0].name} ({tuned[0].source}) was trained from random weights, so there is "
-                             f"no base model to compare with; {hint}")
+        raise ModelSpecError(f"{tuned[0].name} ({tuned[0].source}) was trained from random weights, so there "
+                             f"is no base model to compare with; {hint}")
     return _base_spec(source, template)
 
 

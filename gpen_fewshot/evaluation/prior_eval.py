@@ -114,7 +114,8 @@ def degrade_to_bicubic(gt: np.ndarray, degradation: Degradation, rng: np.random.
     Args:
         gt: uint8 RGB (S, S, 3) clean crop.
         degradation: from :func:`lr_degradation` (output ``S / scale``).
-        rng: the draw's generator (consumed exactly as the same-size preset consumes it up to its resize back).
+        rng: the draw's generator (consumed exactly as the same-size preset consumes it up to its resize
+            back).
 
     Returns:
         ``gt`` uint8 RGB (S, S, 3) (a new array only if the degradation changes it, e.g. grayscale pairs),
@@ -169,7 +170,8 @@ def build_inputs(crops: Sequence[Path], size: int, levels: Sequence[str], copies
         clean, key = read_crop(Path(path), size), sha256_file(path)  # the validation set's seed key
         for level in levels:
             for copy in range(copies):
-                gt, lr, bicubic = degrade_to_bicubic(clean, degradations[level], sample_rng(seed, key, level, copy))
+                gt, lr, bicubic = degrade_to_bicubic(clean, degradations[level],
+                                                     sample_rng(seed, key, level, copy))
                 out.samples.append(Sample(Path(path).name, level, copy))
                 out.gt.append(gt)
                 out.bicubic.append(bicubic)

@@ -115,8 +115,8 @@ class EvalSet:
 def _same_size_degradation(level: str) -> Degradation:
     degradation = build_degradation(get_preset(level))
     if degradation.scale != 1:
-        raise ProtocolError(f"degradation preset {level!r} has scale {degradation.scale}; the evaluation needs "
-                            "inputs of the model's size (scale 1)")
+        raise ProtocolError(f"degradation preset {level!r} has scale {degradation.scale}; the evaluation "
+                            "needs inputs of the model's size (scale 1)")
     return degradation
 
 
@@ -159,7 +159,8 @@ def build_eval_set(name: str, photos: Sequence[EvalPhoto], size: int, template: 
 
 
 def save_inputs(eval_set: EvalSet, folder: str | os.PathLike) -> Path:
-    """Write the inputs and ground truths as PNGs: ``<folder>/<set>_<size>/<level>/<photo_id>_k<copy>_{lq,gt}.png``.
+    """Write the inputs and ground truths as PNGs:
+    ``<folder>/<set>_<size>/<level>/<photo_id>_k<copy>_{lq,gt}.png``.
 
     Returns:
         The set's folder.
@@ -175,7 +176,8 @@ def save_inputs(eval_set: EvalSet, folder: str | os.PathLike) -> Path:
 # ------------------------------------------------------------------------------------------- the person
 @dataclass(frozen=True)
 class PersonPhotos:
-    """The person's prepared photos at one size: held-out photos (evaluated) and training crops (reference)."""
+    """The person's prepared photos at one size: held-out photos (evaluated) and training crops
+    (reference)."""
 
     name: str
     holdout: list[EvalPhoto]
@@ -207,9 +209,9 @@ def person_photos(person_dir: str | os.PathLike, size: int, template: str, holdo
     if not records:
         used = sum(r.split is not None for r in prepared.records)
         raise ProtocolError(
-            f"person {prepared.name!r} ({person_dir}): no held-out photo to evaluate on ({used} usable photo(s), "
-            f"holdout={holdout!r}; one photo is held out by default only when at least 4 are usable). Add "
-            "photos, or train and evaluate with data.holdout=1 / holdout=1")
+            f"person {prepared.name!r} ({person_dir}): no held-out photo to evaluate on ({used} usable "
+            f"photo(s), holdout={holdout!r}; one photo is held out by default only when at least 4 are "
+            "usable). Add photos, or train and evaluate with data.holdout=1 / holdout=1")
     photos = [EvalPhoto(f"{prepared.name}/{Path(r.crop).stem}", prepared.name, prepared.root / r.crop,
                         r.sha256 or sha256_file(prepared.root / r.crop)) for r in records]
     return PersonPhotos(prepared.name, photos, list(prepared.train_crops))
@@ -268,11 +270,12 @@ def other_photos(groups: Sequence[tuple[str, Sequence[Path]]], size: int, templa
         for path in chosen:
             shutil.copy2(path, folder / path.name)
             keys[path.stem] = sha256_file(path)
-        crops = prepare_faces_folder(folder, size=size, template=template, cache_dir=work_dir / "prepared" / name,
-                                     progress=False)
+        crops = prepare_faces_folder(folder, size=size, template=template,
+                                     cache_dir=work_dir / "prepared" / name, progress=False)
         for crop in crops:
             source_stem = crop.stem.rsplit("_", 1)[0]  # crops are named <source stem>_<digest>.png
-            photos.append(EvalPhoto(f"{name}/{crop.stem}", name, crop, keys.get(source_stem) or sha256_file(crop)))
+            photos.append(EvalPhoto(f"{name}/{crop.stem}", name, crop,
+                                    keys.get(source_stem) or sha256_file(crop)))
     if not photos:
         raise ProtocolError(f"others: no face found in the photos of {[name for name, _ in groups]}")
     return photos

@@ -1,5 +1,6 @@
 """Evaluation outputs: report.md (tables, best values in bold, deltas vs base, ranking), metrics.csv,
-metrics.json (both parse back with ``read_csv`` / ``read_json``) and one comparison grid PNG per set and level.
+metrics.json (both parse back with ``read_csv`` / ``read_json``) and one comparison grid PNG per set and
+level.
 
 Tables are ``results[set][model][level][metric] -> float | Unavailable`` (see ``runner.py``). "Best" is
 judged among the base and tuned models (never the ``input`` row), only where at least two have a number.
@@ -61,7 +62,8 @@ METRICS: dict[str, MetricInfo] = {
     "mfn_verified_ref": MetricInfo("MFN verified ref", True, 2),
     "num_images": MetricInfo("n images", None, 0),
 }
-SUMMARY_METRICS = ("psnr", "ssim", "lpips", "fid", "niqe", "id_distance_gt", "id_distance_ref", "id_verified_ref")
+SUMMARY_METRICS = ("psnr", "ssim", "lpips", "fid", "niqe", "id_distance_gt", "id_distance_ref",
+                   "id_verified_ref")
 # The network behind each identity metric: a model trained with that network's identity loss optimised it.
 _METRIC_NETWORKS = {"id_": "dlib", "mfn_": "mobilefacenet"}
 TRAINED_ON_MARK = "†"
@@ -109,8 +111,9 @@ def level_mean(levels: Mapping[str, Mapping[str, MetricValue]], metric: str,
     return float(np.mean(values)) if values else Unavailable(f"{metric}: no levels")
 
 
-def best_models(table: Mapping[str, Mapping[str, Mapping[str, MetricValue]]], candidates: Sequence[str], level: str,
-                metric: str, set_name: str = "person", level_names: Sequence[str] = ()) -> set[str]:
+def best_models(table: Mapping[str, Mapping[str, Mapping[str, MetricValue]]], candidates: Sequence[str],
+                level: str, metric: str, set_name: str = "person",
+                level_names: Sequence[str] = ()) -> set[str]:
     """Models with the best value of ``metric`` at ``level`` (ties: all); empty when fewer than 2 numbers.
 
     ``level`` may be ``"mean"`` (mean over ``level_names``).
@@ -186,7 +189,8 @@ def level_table(table: Mapping[str, Mapping[str, Mapping[str, MetricValue]]], ro
     """Markdown table of one level (or ``"mean"``): rows = models, columns = metrics."""
     metrics = list(metrics or metric_names(table))
     arrows = {True: " ↑", False: " ↓", None: ""}
-    header = "| model | " + " | ".join(METRICS[m].label + arrows[direction(m, set_name)] if m in METRICS else m
+    header = "| model | " + " | ".join(METRICS[m].label + arrows[direction(m, set_name)]
+                                       if m in METRICS else m
                                        for m in metrics) + " |"
     lines = [header, "|" + "---|" * (len(metrics) + 1)]
     best = {m: best_models(table, ctx.candidates, level, m, set_name, ctx.levels) for m in metrics}
@@ -197,13 +201,15 @@ def level_table(table: Mapping[str, Mapping[str, Mapping[str, MetricValue]]], ro
             base = ctx.base_of.get(model)
             diff = delta(value, _value(table, base, level, metric, ctx.levels), metric) if base else None
             cell = format_cell(value, metric, model in best[metric], diff)
-            trained = metric_network(metric) is not None and metric_network(metric) == ctx.trained_on.get(model)
+            trained = (metric_network(metric) is not None and
+                       metric_network(metric) == ctx.trained_on.get(model))
             cells.append(f"{cell} {TRAINED_ON_MARK}" if trained else cell)
         lines.append(f"| {model} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
-def _value(table: Mapping, model: str | None, level: str, metric: str, levels: Sequence[str]) -> MetricValue | None:
+def _value(table: Mapping, model: str | None, level: str, metric: str,
+           levels: Sequence[str]) -> MetricValue | None:
     if model is None or model not in table:
         return None
     if level == MEAN_LEVEL:
@@ -239,8 +245,8 @@ def specificity_flags(others: Mapping[str, Mapping[str, Mapping[str, MetricValue
             own = delta(mine.get("id_distance_gt"), theirs.get("id_distance_gt"))
             ref = delta(mine.get("id_distance_ref"), theirs.get("id_distance_ref"))
             if own is not None and own > tolerance:
-                flags.append(f"{model} @ {level}: other people's identity drops: distance to their own ground truth "
-                             f"{own:+.3f} vs {base} (tolerance {tolerance:g})")
+                flags.append(f"{model} @ {level}: other people's identity drops: distance to their own "
+                             f"ground truth {own:+.3f} vs {base} (tolerance {tolerance:g})")
             if ref is not None and ref < -tolerance:
                 flags.append(f"{model} @ {level}: other people are pulled towards {person}: distance to "
                              f"{person}'s reference {ref:+.3f} vs {base} (tolerance {tolerance:g})")
@@ -303,7 +309,8 @@ def csv_text(results: Mapping[str, Any], ctxs: Mapping[str, TableContext]) -> st
             for level, values in levels.items():
                 for metric, value in values.items():
                     base = ctx.base_of.get(model)
-                    diff = delta(value, models.get(base, {}).get(level, {}).get(metric), metric) if base else None
+                    diff = (delta(value, models.get(base, {}).get(level, {}).get(metric), metric) if base
+                            else None)
                     best = model in best_models(models, ctx.candidates, level, metric, set_name, ctx.levels)
                     writer.writerow({"set": set_name, "model": model, "level": level, "metric": metric,
                                      "value": "" if isinstance(value, Unavailable) else repr(float(value)),
@@ -363,7 +370,8 @@ def comparison_grid(columns: Mapping[str, Sequence[np.ndarray]], order: Sequence
     return np.concatenate([header, *rows], axis=0)
 
 
-def write_grids(grids: Mapping[str, Mapping[str, Mapping[str, Sequence[np.ndarray]]]], out_dir: Path) -> list[Path]:
+def write_grids(grids: Mapping[str, Mapping[str, Mapping[str, Sequence[np.ndarray]]]],
+                out_dir: Path) -> list[Path]:
     """``grid_<set>_<level>.png`` per set and level (input | models... | ground truth)."""
     paths = []
     for set_name, levels in grids.items():
@@ -397,13 +405,16 @@ def write_report(evaluation: Any, out_dir: str | Path, settings: ReportSettings 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     models = [asdict(m) for m in evaluation.models]
-    ctxs = {s: context_from_models([m for m in models if m["name"] in evaluation.results[s]], evaluation.levels)
+    ctxs = {s: context_from_models([m for m in models if m["name"] in evaluation.results[s]],
+                                   evaluation.levels)
             for s in evaluation.results}
     person_ctx = ctxs.get("person")
     tuned = [m["name"] for m in models if m["role"] == "tuned"]
-    ranked = (ranking(evaluation.results["person"], tuned, settings.rank_by, settings.rank_level, evaluation.levels)
+    ranked = (ranking(evaluation.results["person"], tuned, settings.rank_by, settings.rank_level,
+                      evaluation.levels)
               if person_ctx and len(tuned) > 1 else [])
-    flags = (specificity_flags(evaluation.results["others"], ctxs["others"], settings.tolerance, evaluation.person)
+    flags = (specificity_flags(evaluation.results["others"], ctxs["others"], settings.tolerance,
+                               evaluation.person)
              if "others" in evaluation.results else [])
     grids = write_grids(evaluation.grids, out)
     paths = {"grids": out, "metrics.csv": out / "metrics.csv", "metrics.json": out / "metrics.json",
@@ -418,8 +429,8 @@ def write_report(evaluation: Any, out_dir: str | Path, settings: ReportSettings 
         "specificity_flags": flags, "unavailable": unavailable_reasons(evaluation.results),
         "grid_rows": evaluation.grid_rows, "grids": [p.name for p in grids], "notes": evaluation.notes,
     })
-    atomic_write_text(paths["report.md"], markdown_report(evaluation, models, ctxs, ranked, flags, grids, settings,
-                                                          protocol or {}))
+    atomic_write_text(paths["report.md"], markdown_report(evaluation, models, ctxs, ranked, flags, grids,
+                                                          settings, protocol or {}))
     _write_per_image(evaluation.per_image, out / "per_image.csv")
     return paths
 
@@ -441,17 +452,19 @@ _SET_TITLES = {"person": "Held-out photos of {person}", "others": "Specificity: 
 
 
 def _models_table(models: Sequence[Mapping[str, Any]]) -> list[str]:
-    lines = ["| model | role | size | template | parameters | source | base | identity loss | sweep overrides |",
+    lines = ["| model | role | size | template | parameters | source | base | identity loss | sweep "
+             "overrides |",
              "|---|---|---|---|---|---|---|---|---|"]
     for m in models:
         params = f"{m['parameters'] / 1e6:.2f} M" if m["parameters"] else ""
         identity = m.get("identity_loss") or ("none" if m["role"] != "input" else "")
-        lines.append(f"| {m['name']} | {m['role']} | {m['size']} | {m['template']} | {params} | `{m['source']}` | "
-                     f"{m['base'] or ''} | {identity} | {' '.join(m['overrides'])} |")
+        lines.append(f"| {m['name']} | {m['role']} | {m['size']} | {m['template']} | {params} | "
+                     f"`{m['source']}` | {m['base'] or ''} | {identity} | {' '.join(m['overrides'])} |")
     if any(m.get("identity_loss") for m in models):
-        lines += ["", f"{TRAINED_ON_MARK} = trained on this metric: the model's training loss read the same identity "
-                  "network (optimising a metric inflates it); judge its identity by the other network's columns "
-                  "(ID = dlib, MFN = MobileFaceNet)."]
+        lines += ["",
+                  f"{TRAINED_ON_MARK} = trained on this metric: the model's training loss read the same "
+                  "identity network (optimising a metric inflates it); judge its identity by the other "
+                  "network's columns (ID = dlib, MFN = MobileFaceNet)."]
     return lines
 
 
@@ -481,10 +494,11 @@ def markdown_report(evaluation: Any, models: Sequence[Mapping[str, Any]], ctxs: 
     """The report.md text (see ``write_report``)."""
     photos = _photo_counts(evaluation.per_image)
     lines = [f"# Evaluation: {evaluation.person}", "",
-             f"Created {datetime.now(timezone.utc).isoformat(timespec='seconds')}. Cells: value (delta vs base); "
-             "**bold** = best among base and tuned models; ↑/↓ = higher/lower is better.", "", "## Protocol", "",
-             f"- degradation levels: {', '.join(evaluation.levels)}; {protocol.get('copies', '?')} draw(s) per photo "
-             f"and level, seed {protocol.get('seed', '?')} (same inputs for every model and run)"]
+             f"Created {datetime.now(timezone.utc).isoformat(timespec='seconds')}. Cells: value (delta vs "
+             "base); **bold** = best among base and tuned models; ↑/↓ = higher/lower is better.", "",
+             "## Protocol", "",
+             f"- degradation levels: {', '.join(evaluation.levels)}; {protocol.get('copies', '?')} draw(s) "
+             f"per photo and level, seed {protocol.get('seed', '?')} (same inputs for every model and run)"]
     for set_name, ids in photos.items():
         groups = sorted({i.split('/')[0] for i in ids})
         lines.append(f"- {set_name}: {len(ids)} photo(s) of {len(groups)} person(s) ({', '.join(groups)})")
@@ -507,6 +521,7 @@ def markdown_report(evaluation: Any, models: Sequence[Mapping[str, Any]], ctxs: 
     if reasons:
         lines += ["## Unavailable metrics", ""] + [f"- unavailable: {r}" for r in reasons] + [""]
     if grids:
-        lines += ["## Comparison grids", "", "Rows = photos (first draw), columns = input | models | ground truth.", ""]
+        lines += ["## Comparison grids", "",
+                  "Rows = photos (first draw), columns = input | models | ground truth.", ""]
         lines += [f"![{p.stem}]({p.name})" for p in grids] + [""]
     return "\n".join(lines)

@@ -156,7 +156,8 @@ def restore_images(generator: nn.Module, images: Sequence[np.ndarray], batch_siz
 
 
 class MetricTools:
-    """One ``MetricSuite`` (``gpen_fewshot.evaluation.metrics``) per alignment template, shared by every model."""
+    """One ``MetricSuite`` (``gpen_fewshot.evaluation.metrics``) per alignment template, shared by every
+    model."""
 
     def __init__(self, selection: MetricSelection, device: torch.device, download: bool) -> None:
         self.selection = selection
@@ -173,7 +174,8 @@ class MetricTools:
                       "niqe": s.niqe, "fid": s.fid, "identity": s.identity, "identity_mfn": s.identity}
             names = [name for name in ALL_METRICS if wanted.get(name, False)]
             embedder = IdentityEmbedder(template=template) if s.identity else None
-            self._suites[template] = MetricSuite(names, embedder=embedder, download=self.download).to(self.device)
+            self._suites[template] = MetricSuite(names, embedder=embedder,
+                                                 download=self.download).to(self.device)
         return self._suites[template]
 
     def reference(self, crops: Sequence[Path], template: str) -> dict[str, np.ndarray] | Unavailable:
@@ -252,8 +254,8 @@ class Evaluator:
         generator = load_model(spec).to(self.device)
         size, template = int(generator.config.size), spec.template or self.options.template
         sets = self.sets_for(size, template)
-        info = ModelInfo(spec.name, spec.role, spec.source, size, template, spec.base, spec.sweep, spec.overrides,
-                         sum(p.numel() for p in generator.parameters()), spec.identity_loss)
+        info = ModelInfo(spec.name, spec.role, spec.source, size, template, spec.base, spec.sweep,
+                         spec.overrides, sum(p.numel() for p in generator.parameters()), spec.identity_loss)
         restored = [restore_images(generator, s.lq, self.options.batch_size, self.device,
                                    desc=f"{spec.name} [{s.name}]", progress=self.progress) for s in sets]
         del generator
@@ -378,8 +380,8 @@ def main(cfg: Mapping[str, Any], progress: bool = True) -> Path:
     options = options_from_config(merged)
     for key, value in recorded.items():
         if cfg.get(key) is not None and cfg[key] != value:
-            log.warning("%s=%r differs from the training run's %r: the held-out photos may have been trained on",
-                        key, cfg[key], value)
+            log.warning("%s=%r differs from the training run's %r: the held-out photos may have been "
+                        "trained on", key, cfg[key], value)
     evaluation = run_evaluation(specs, options, progress=progress and bool(cfg.get("progress", True)))
     settings = ReportSettings(str(cfg.get("rank_by", "psnr")), str(cfg.get("rank_level", "mean")),
                               float(cfg.get("specificity_tolerance", 0.03)))
@@ -398,7 +400,8 @@ def _ckpt(cfg: Mapping[str, Any]) -> Any:
 
     if cfg.get("ckpt") or not cfg.get("person"):
         return cfg.get("ckpt")
-    export = registered_export(str(cfg["person"]), (cfg.get("paths") or {}).get("persons_dir"), cfg.get("base"))
+    export = registered_export(str(cfg["person"]), (cfg.get("paths") or {}).get("persons_dir"),
+                               cfg.get("base"))
     if export is None:
         log.warning("person %r has no registered export: evaluating the base model alone", cfg["person"])
     else:

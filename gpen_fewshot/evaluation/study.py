@@ -1,4 +1,5 @@
-"""Few-shot study tables: base vs tuned over several persons, with the mean and standard deviation over persons.
+"""Few-shot study tables: base vs tuned over several persons, with the mean and standard deviation over
+persons.
 
 ``scripts/fewshot_study.py`` trains and evaluates one personalised model per person; this module turns each
 person's ``metrics.json`` (written by ``evaluate.py``, see ``report.py``) into comparable rows and aggregates
@@ -49,7 +50,8 @@ class MetricRow:
     @property
     def delta(self) -> float | None:
         """``tuned - base`` when both are finite, else None."""
-        if self.base is None or self.tuned is None or not (math.isfinite(self.base) and math.isfinite(self.tuned)):
+        if self.base is None or self.tuned is None or not (math.isfinite(self.base) and
+                                                           math.isfinite(self.tuned)):
             return None
         return self.tuned - self.base
 
@@ -114,7 +116,8 @@ def _model_names(metrics: Mapping[str, Any], source: str) -> tuple[str, str]:
     bases = [m["name"] for m in models if m.get("role") == "base"]
     tuned = [m["name"] for m in models if m.get("role") == "tuned"]
     if len(bases) != 1 or len(tuned) != 1:
-        raise StudyError(f"{source}: expected one base and one tuned model, found base {bases} and tuned {tuned}")
+        raise StudyError(f"{source}: expected one base and one tuned model, found base {bases} and tuned "
+                         f"{tuned}")
     return bases[0], tuned[0]
 
 
@@ -247,28 +250,31 @@ def persons_table(outcomes: Sequence[Mapping[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-def study_markdown(settings: Mapping[str, Any], outcomes: Sequence[Mapping[str, Any]], rows: Sequence[MetricRow],
-                   summary: Sequence[SummaryRow]) -> str:
+def study_markdown(settings: Mapping[str, Any], outcomes: Sequence[Mapping[str, Any]],
+                   rows: Sequence[MetricRow], summary: Sequence[SummaryRow]) -> str:
     """The study.md text."""
     levels = list(settings.get("levels") or [])
     ok = [o for o in outcomes if o["status"] == "ok"]
     wall = wall_time_stat(outcomes)
     lines = ["# Few-shot study: base prior vs personalised model", "",
              f"- persons: {len(ok)} finished of {len(outcomes)} ({settings.get('persons_root', '')})",
-             f"- training photos per person: {settings.get('train_photos')}; every other usable photo is held out",
+             f"- training photos per person: {settings.get('train_photos')}; every other usable photo is "
+             "held out",
              f"- degradation levels: {', '.join(levels)}",
              f"- specificity identities: {', '.join(settings.get('others') or []) or 'none'}",
-             f"- training overrides: `{' '.join(settings.get('train_overrides') or []) or '(none: the default run)'}`",
+             "- training overrides: "
+             f"`{' '.join(settings.get('train_overrides') or []) or '(none: the default run)'}`",
              f"- evaluation overrides: `{' '.join(settings.get('eval_overrides') or []) or '(none)'}`",
-             f"- training wall time per person: {_wall_text(wall)} (n={wall.n}; the whole `train.py` process: "
-             "start-up, face preparation, validation and export included)", "",
-             "Cells: base → tuned (tuned - base); mean ± std = mean and sample standard deviation over persons.", "",
+             f"- training wall time per person: {_wall_text(wall)} (n={wall.n}; the whole `train.py` "
+             "process: start-up, face preparation, validation and export included)", "",
+             "Cells: base → tuned (tuned - base); mean ± std = mean and sample standard deviation over "
+             "persons.", "",
              "## Held-out photos of each person", "",
              markdown_table(rows, summary, PERSON_SET, STUDY_METRICS, levels), ""]
     if any(r.set == OTHERS_SET for r in rows):
         lines += ["## Specificity: other identities", "",
-                  "ID dist GT: other people's distance to their own ground truth (must not grow). ID dist ref: "
-                  "their distance to the studied person's reference (must not shrink).", "",
+                  "ID dist GT: other people's distance to their own ground truth (must not grow). ID dist "
+                  "ref: their distance to the studied person's reference (must not shrink).", "",
                   markdown_table(rows, summary, OTHERS_SET, SPECIFICITY_METRICS, levels), ""]
     lines += ["## Persons", "", persons_table(outcomes), ""]
     return "\n".join(lines)

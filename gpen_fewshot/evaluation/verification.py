@@ -35,7 +35,8 @@ def read_pairs(folder: str | os.PathLike) -> list[Pair]:
     folder = Path(folder)
     table = folder / "pairs.csv"
     if not table.is_file():
-        raise FileNotFoundError(f"{table}: no pairs.csv (expected columns image_a,image_b,same[,reference_cosine])")
+        raise FileNotFoundError(f"{table}: no pairs.csv (expected columns "
+                                "image_a,image_b,same[,reference_cosine])")
     with table.open(newline="", encoding="utf-8") as handle:
         rows = list(csv.DictReader(handle))
     pairs = []

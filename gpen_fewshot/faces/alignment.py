@@ -34,7 +34,8 @@ TEMPLATES: dict[str, np.ndarray] = {
 # The warp itself may shrink by at most this factor; stronger shrinking goes through INTER_AREA first.
 MAX_WARP_SHRINK = 1.25
 
-BORDER_MODES = {"fade": cv2.BORDER_REFLECT_101, "reflect": cv2.BORDER_REFLECT_101, "constant": cv2.BORDER_CONSTANT}
+BORDER_MODES = {"fade": cv2.BORDER_REFLECT_101, "reflect": cv2.BORDER_REFLECT_101,
+                "constant": cv2.BORDER_CONSTANT}
 # "fade": FFHQ-style treatment of the part of the crop outside the photo (reflected, then blurred and faded to
 # the median colour of the real pixels over FADE_WIDTH x crop size), so no mirrored face copies at the edge.
 FADE_WIDTH = 0.25

@@ -1,4 +1,5 @@
-"""Face detection with facexlib's RetinaFace (ResNet-50 when its weights are present, MobileNet-0.25 otherwise).
+"""Face detection with facexlib's RetinaFace (ResNet-50 when its weights are present, MobileNet-0.25
+otherwise).
 
 facexlib's ``detect_faces`` wants a BGR image; the only RGB -> BGR conversion happens in
 :meth:`FaceDetector.detect`. Returned coordinates are pixel-index coordinates of the image passed in.
@@ -221,7 +222,8 @@ class FaceDetector:
         """One network pass on ``bgr`` resized by ``factor``; faces in the original image's coords."""
         small, fx, fy = _resize(bgr, factor)
         with torch.inference_mode():
-            raw = self._net.detect_faces(small, conf_threshold=self.conf_threshold, nms_threshold=NMS_THRESHOLD)
+            raw = self._net.detect_faces(small, conf_threshold=self.conf_threshold,
+                                         nms_threshold=NMS_THRESHOLD)
         return [_to_face(row, fx, fy) for row in np.asarray(raw, dtype=np.float64).reshape(-1, 15)]
 
 

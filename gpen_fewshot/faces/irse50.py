@@ -16,8 +16,8 @@ from facexlib.recognition.arcface_arch import Backbone
 
 
 class IRSE50(Backbone):
-    """ArcFace IR-SE50 embedding network for 112 x 112 aligned faces: facexlib's ``Backbone(50, drop, 'ir_se')``
-    (the same 397 state-dict keys as the released file, which it loads strictly).
+    """ArcFace IR-SE50 embedding network for 112 x 112 aligned faces: facexlib's ``Backbone(50, drop,
+    'ir_se')`` (the same 397 state-dict keys as the released file, which it loads strictly).
 
     ``forward(x)``: (B, 3, 112, 112) float RGB in [-1, 1] -> (B, 512) L2-normalised embeddings.
     """

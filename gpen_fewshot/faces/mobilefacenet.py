@@ -3,9 +3,9 @@
 Architecture (Chen et al. 2018, InsightFace's ``fmobilefacenet`` at 128-d, as in the bundled MXNet graph):
 ``conv_1`` 3x3/2 (64) -> ``conv_2_dw`` depthwise 3x3 -> ``dconv_23`` -> 4 x ``res_3`` -> ``dconv_34`` ->
 6 x ``res_4`` -> ``dconv_45`` -> 2 x ``res_5`` -> ``conv_6sep`` 1x1 (512) -> ``conv_6dw7_7`` global depthwise
-7x7 (linear) -> ``pre_fc1`` (512 -> 128) -> ``fc1`` BatchNorm1d with ``fix_gamma`` (its scale is 1 whatever the
-file holds, as in MXNet). Each unit is conv (no bias) -> BatchNorm -> PReLU, except the projections and the
-global depthwise conv, which are linear. ``dconv_*`` are the stride-2 inverted bottlenecks (expand 1x1,
+7x7 (linear) -> ``pre_fc1`` (512 -> 128) -> ``fc1`` BatchNorm1d with ``fix_gamma`` (its scale is 1 whatever
+the file holds, as in MXNet). Each unit is conv (no bias) -> BatchNorm -> PReLU, except the projections and
+the global depthwise conv, which are linear. ``dconv_*`` are the stride-2 inverted bottlenecks (expand 1x1,
 depthwise 3x3 / 2, project 1x1); ``res_*`` the same at stride 1 with an identity shortcut.
 
 BatchNorm eps: the graph sets eps only on ``fc1`` (2e-5); every other BatchNorm uses MXNet's default, 1e-3
@@ -63,7 +63,8 @@ class ConvUnit(nn.Sequential):
 
 
 class Bottleneck(nn.Module):
-    """Inverted bottleneck: 1x1 expand -> depthwise 3x3 (stride) -> 1x1 linear projection, + identity if kept."""
+    """Inverted bottleneck: 1x1 expand -> depthwise 3x3 (stride) -> 1x1 linear projection, + identity if
+    kept."""
 
     def __init__(self, cin: int, expanded: int, cout: int, stride: int, residual: bool) -> None:
         super().__init__()
@@ -182,7 +183,8 @@ def load_mobilefacenet(path: str | os.PathLike) -> MobileFaceNet:
         value = torch.from_numpy(arrays[key]).float()
         expected = targets[torch_name].shape
         if value.shape != expected:
-            raise MXNetParamsError(f"{path}: {key} has shape {tuple(value.shape)}, expected {tuple(expected)}")
+            raise MXNetParamsError(f"{path}: {key} has shape {tuple(value.shape)}, expected "
+                                   f"{tuple(expected)}")
         state[torch_name] = value
     net.load_state_dict(state, strict=False)  # strictness checked above; only num_batches_tracked is absent
     with torch.no_grad():

@@ -34,8 +34,8 @@ class _Cursor:
 
     def take(self, count: int) -> bytes:
         if count < 0 or self.offset + count > len(self.data):
-            raise MXNetParamsError(f"{self.path}: truncated MXNet params file (wanted {count} bytes at offset "
-                                   f"{self.offset}, file has {len(self.data)})")
+            raise MXNetParamsError(f"{self.path}: truncated MXNet params file (wanted {count} bytes at "
+                                   f"offset {self.offset}, file has {len(self.data)})")
         chunk = self.data[self.offset:self.offset + count]
         self.offset += count
         return chunk
@@ -81,7 +81,8 @@ def read_mxnet_params(path: str | os.PathLike) -> dict[str, np.ndarray]:
     cursor = _Cursor(path.read_bytes(), path)
     magic, _reserved, count = cursor.unpack("<QQQ")
     if magic != _LIST_MAGIC:
-        raise MXNetParamsError(f"{path}: not an MXNet params file (magic {magic:#x}, expected {_LIST_MAGIC:#x})")
+        raise MXNetParamsError(f"{path}: not an MXNet params file (magic {magic:#x}, expected "
+                               f"{_LIST_MAGIC:#x})")
     arrays = [_read_array(cursor, i) for i in range(count)]
     (name_count,) = cursor.unpack("<Q")
     if name_count != count:
@@ -91,7 +92,8 @@ def read_mxnet_params(path: str | os.PathLike) -> dict[str, np.ndarray]:
         (length,) = cursor.unpack("<Q")
         names.append(cursor.take(length).decode("utf-8"))
     if cursor.offset != len(cursor.data):
-        raise MXNetParamsError(f"{path}: {len(cursor.data) - cursor.offset} unexpected bytes after the name table")
+        raise MXNetParamsError(f"{path}: {len(cursor.data) - cursor.offset} unexpected bytes after the "
+                               "name table")
     if len(set(names)) != len(names):
         raise MXNetParamsError(f"{path}: duplicate array names")
     return dict(zip(names, arrays, strict=True))

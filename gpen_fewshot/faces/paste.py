@@ -143,7 +143,8 @@ def _lowpass(image: np.ndarray, sigma: float) -> np.ndarray:
     if factor == 1:
         return _blur(image, sigma)
     height, width = image.shape[:2]
-    small = cv2.resize(image, (max(1, width // factor), max(1, height // factor)), interpolation=cv2.INTER_AREA)
+    small = cv2.resize(image, (max(1, width // factor), max(1, height // factor)),
+                       interpolation=cv2.INTER_AREA)
     small = _blur(small, sigma / factor)
     return cv2.resize(small, (width, height), interpolation=cv2.INTER_LINEAR)
 

@@ -32,7 +32,8 @@ _SAME_SCALE = 0.01  # relative scale change below which face_region does not res
 
 
 def analysis_size(template: str) -> int:
-    """Crop side at which the template's eye distance is closest to ANALYSIS_EYE_DISTANCE (gpen 238, ffhq 203)."""
+    """Crop side at which the template's eye distance is closest to ANALYSIS_EYE_DISTANCE (gpen 238, ffhq
+    203)."""
     eye_at_base = template_eye_distance(template, TEMPLATE_BASE_SIZE)
     return round(ANALYSIS_EYE_DISTANCE * TEMPLATE_BASE_SIZE / eye_at_base)
 
@@ -114,7 +115,8 @@ def same_picture_score(region_a: np.ndarray, region_b: np.ndarray) -> float:
     warp = np.eye(2, 3, dtype=np.float32)
     criteria = (cv2.TERM_CRITERIA_EPS | cv2.TERM_CRITERIA_COUNT, _ECC_ITERATIONS, 1e-5)
     try:
-        _, warp = cv2.findTransformECC(_smooth(a, 1.5), _smooth(b, 1.5), warp, cv2.MOTION_AFFINE, criteria, None, 5)
+        _, warp = cv2.findTransformECC(_smooth(a, 1.5), _smooth(b, 1.5), warp, cv2.MOTION_AFFINE, criteria,
+                                       None, 5)
     except cv2.error:  # no convergence: the faces are too different to register
         return -1.0
     flags = cv2.INTER_LINEAR + cv2.WARP_INVERSE_MAP

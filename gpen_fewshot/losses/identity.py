@@ -4,8 +4,8 @@ The networks and the crop geometry live in ``gpen_fewshot.faces`` (``identity_ne
 the offline default; IR-SE50 in ``irse50``, downloaded, re-exported here for older imports).
 
 GPEN's own trainer cropped the face region of a GPEN-aligned crop (rows ``35s : H-33s``, cols ``32s : W-36s``
-with ``s = size / 256``) and average-pooled it to 112 x 112 (:func:`crop_face_region`); the losses here use the
-exact ArcFace alignment instead (``identity_net.arcface_crop``).
+with ``s = size / 256``) and average-pooled it to 112 x 112 (:func:`crop_face_region`); the losses here use
+the exact ArcFace alignment instead (``identity_net.arcface_crop``).
 """
 
 from __future__ import annotations

@@ -101,10 +101,10 @@ class IterationCheckpoint(Callback):
         """Say when periodic checkpoints fall inside epochs (their resume replays part of an epoch's data)."""
         batches = trainer.num_training_batches
         if self.every_n_iters and math.isfinite(batches) and batches and self.every_n_iters % int(batches):
-            log.info("checkpoints every %d iterations fall inside %d-iteration epochs: a resume from them replays "
-                     "the start of that epoch's data (still correct training, not bit-identical to an "
-                     "uninterrupted run); make data.samples_per_epoch = batch_size * every_n_iters to align them",
-                     self.every_n_iters, int(batches))
+            log.info("checkpoints every %d iterations fall inside %d-iteration epochs: a resume from them "
+                     "replays the start of that epoch's data (still correct training, not bit-identical to "
+                     "an uninterrupted run); make data.samples_per_epoch = batch_size * every_n_iters to "
+                     "align them", self.every_n_iters, int(batches))
 
     def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, *args: Any) -> None:
         """Periodic ``last.ckpt``."""
@@ -131,9 +131,10 @@ class IterationCheckpoint(Callback):
             self.dirpath.mkdir(parents=True, exist_ok=True)
             save_checkpoint_atomic(trainer, self.best_path)
 
-    def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException) -> None:
-        """Save ``last.ckpt`` on SIGTERM / Ctrl-C / errors, unless the interruption hit mid-iteration or before
-        any iteration of this process finished (the module may hold a half-restored checkpoint).
+    def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule,
+                     exception: BaseException) -> None:
+        """Save ``last.ckpt`` on SIGTERM / Ctrl-C / errors, unless the interruption hit mid-iteration or
+        before any iteration of this process finished (the module may hold a half-restored checkpoint).
 
         Written by rank 0 alone without a barrier: other ranks may already be gone.
         """
@@ -142,7 +143,8 @@ class IterationCheckpoint(Callback):
         if not self._progressed:  # a failed start (e.g. a checkpoint that does not fit) must not write one
             return
         if getattr(pl_module, "in_iteration", False):
-            log.warning("interrupted inside an iteration: keeping the previous checkpoint (%s)", self.last_path)
+            log.warning("interrupted inside an iteration: keeping the previous checkpoint (%s)",
+                        self.last_path)
             return
         iteration = _iteration(pl_module)
         if iteration in (0, self._last_saved):
@@ -248,10 +250,10 @@ def _log_image(logger: Any, grid: np.ndarray, step: int) -> None:
 
 
 class GracefulInterrupt(Callback):
-    """First Ctrl-C (SIGINT) or SIGTERM: stop after the current iteration (``last.ckpt`` is written) and remember
-    the signal in ``signal_received`` (``train`` prints the resume command, ``train.py`` exits 128 + signal);
-    a second one aborts at once. Replaces Lightning's own SIGTERM handling while training runs, which exits
-    with status 0 and skips the resume command."""
+    """First Ctrl-C (SIGINT) or SIGTERM: stop after the current iteration (``last.ckpt`` is written) and
+    remember the signal in ``signal_received`` (``train`` prints the resume command, ``train.py`` exits 128 +
+    signal); a second one aborts at once. Replaces Lightning's own SIGTERM handling while training runs, which
+    exits with status 0 and skips the resume command."""
 
     SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
@@ -277,7 +279,8 @@ class GracefulInterrupt(Callback):
             # set between the signal and the checkpoint. An interrupted run resumes; it needs no metrics now.
             trainer.limit_val_batches = 0
             log.warning("%s: finishing the current iteration and saving a checkpoint (send it again to abort "
-                        "without saving)", "Ctrl-C" if signum == signal.SIGINT else signal.Signals(signum).name)
+                        "without saving)",
+                        "Ctrl-C" if signum == signal.SIGINT else signal.Signals(signum).name)
 
         for signum in self.SIGNALS:
             self._previous[signum] = signal.signal(signum, handler)
@@ -290,7 +293,8 @@ class GracefulInterrupt(Callback):
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._restore()
 
-    def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException) -> None:
+    def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule,
+                     exception: BaseException) -> None:
         self._restore()
 
 
@@ -317,8 +321,8 @@ class IterationProgressBar(ProgressBar):
         if not self._enabled or not trainer.is_global_zero:
             return
         total = getattr(getattr(pl_module, "run_config", None), "total_iters", None)
-        self._bar = tqdm(total=total, initial=_iteration(pl_module), desc="train", unit="it", dynamic_ncols=True,
-                         smoothing=0.1)
+        self._bar = tqdm(total=total, initial=_iteration(pl_module), desc="train", unit="it",
+                         dynamic_ncols=True, smoothing=0.1)
 
     def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, *args: Any) -> None:
         if self._bar is None:

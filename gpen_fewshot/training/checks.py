@@ -7,7 +7,8 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-# key -> (kind, smallest allowed value); kind is "int", "float" or "bool". Keys absent from a config are skipped.
+# key -> (kind, smallest allowed value); kind is "int", "float" or "bool". Keys absent from a config are
+# skipped.
 CHECKED: dict[str, tuple[str, float | None]] = {
     "iterations": ("int", 1),
     "val_every": ("int", 1),
@@ -30,7 +31,8 @@ _NAMES = {"int": "an integer", "float": "a number", "bool": "true or false"}
 
 
 class ConfigValueError(ValueError):
-    """A config value has the wrong type or range; the message names the key, the value and what is expected."""
+    """A config value has the wrong type or range; the message names the key, the value and what is
+    expected."""
 
 
 def _fits(value: Any, kind: str, minimum: float | None) -> bool:

@@ -65,7 +65,8 @@ class ModelConfig:
     def generator_kwargs(self) -> dict[str, Any]:
         """Keyword arguments of ``GPENGenerator``."""
         return {"size": self.size, "style_dim": self.style_dim, "n_mlp": self.n_mlp,
-                "channel_multiplier": self.channel_multiplier, "narrow": self.narrow, "residual": self.residual}
+                "channel_multiplier": self.channel_multiplier, "narrow": self.narrow,
+                "residual": self.residual}
 
     def discriminator_kwargs(self) -> dict[str, Any]:
         """Keyword arguments of ``GPENDiscriminator``."""
@@ -115,7 +116,8 @@ class OptimConfig:
     def __post_init__(self) -> None:
         object.__setattr__(self, "betas_g", _pair(self.betas_g, "optim.betas_g"))
         object.__setattr__(self, "betas_d", _pair(self.betas_d, "optim.betas_d"))
-        object.__setattr__(self, "group_lr_scales", {str(k): float(v) for k, v in dict(self.group_lr_scales).items()})
+        object.__setattr__(self, "group_lr_scales",
+                           {str(k): float(v) for k, v in dict(self.group_lr_scales).items()})
         if not self.weight_lr_scale > 0:
             raise ValueError(f"optim.weight_lr_scale must be > 0, got {self.weight_lr_scale}")
         if self.schedule not in SCHEDULE_KINDS:
@@ -141,7 +143,8 @@ class LossConfig:
             run's clean training crops): pulls restorations of this person towards them. Person runs.
         face_perceptual: weight of the perceptual loss on the identity network's features (MobileFaceNet
             only; an offline stand-in for LPIPS).
-        identity_network: ``"mobilefacenet"`` (bundled, offline) or ``"irse50"`` (ArcFace IR-SE50, downloaded).
+        identity_network: ``"mobilefacenet"`` (bundled, offline) or ``"irse50"`` (ArcFace IR-SE50,
+            downloaded).
         identity_weights: registry name or path of its weights; None = the network's registry entry.
         identity_required: missing identity weights are an error (otherwise the terms are skipped, warned).
         train_discriminator: update D every iteration (false: G-only training, for content-only pretraining
@@ -175,14 +178,16 @@ class LossConfig:
         if self.r1_interval < 1 or self.path_length_interval < 1:
             raise ValueError("loss.r1_interval and loss.path_length_interval must be >= 1")
         if not self.train_discriminator and (self.adversarial or self.feature_matching):
-            raise ValueError("loss.train_discriminator=false needs loss.adversarial=0 and loss.feature_matching=0")
+            raise ValueError("loss.train_discriminator=false needs loss.adversarial=0 and "
+                             "loss.feature_matching=0")
         if self.identity_network not in ("mobilefacenet", "irse50"):
             raise ValueError(f"loss.identity_network must be 'mobilefacenet' or 'irse50', got "
                              f"{self.identity_network!r}")
         if self.face_perceptual and self.identity_network != "mobilefacenet":
             raise ValueError("loss.face_perceptual needs loss.identity_network=mobilefacenet")
         if self.feature_matching_norm not in ("l1", "l2"):
-            raise ValueError(f"loss.feature_matching_norm must be 'l1' or 'l2', got {self.feature_matching_norm!r}")
+            raise ValueError("loss.feature_matching_norm must be 'l1' or 'l2', got "
+                             f"{self.feature_matching_norm!r}")
 
     @property
     def uses_identity_network(self) -> bool:

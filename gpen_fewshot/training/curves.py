@@ -97,7 +97,8 @@ class MetricHistory:
 
     def state_dict(self) -> dict[str, Any]:
         return {"bin_width": self.bin_width, "train": self.train, "val": self.val,
-                "open": {"sums": self._sums, "counts": self._counts, "in_bin": self._in_bin, "last": self._last}}
+                "open": {"sums": self._sums, "counts": self._counts, "in_bin": self._in_bin,
+                         "last": self._last}}
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         self.bin_width = int(state.get("bin_width", 1))
@@ -134,10 +135,11 @@ def plot_curves(history: MetricHistory, path: str | os.PathLike, title: str = ""
     train = history.train_points()
     loss_keys = sorted({k for p in train for k in p if is_loss_key(k)})
     _lines(losses, history, train, loss_keys, "training losses (unweighted terms; bin means)", log_y=True)
-    _lines(lrs, history, train, [k for k in LR_KEYS if any(k in p for p in train)], "learning rate", log_y=True)
+    _lines(lrs, history, train, [k for k in LR_KEYS if any(k in p for p in train)], "learning rate",
+           log_y=True)
     val_keys = _val_keys({k: 0.0 for p in history.val for k in p})
-    _lines(psnr, history, history.val, [k for k in val_keys if k == VAL_PSNR], "validation PSNR (dB, higher = better)",
-           marker="o")
+    _lines(psnr, history, history.val, [k for k in val_keys if k == VAL_PSNR],
+           "validation PSNR (dB, higher = better)", marker="o")
     id_keys = [k for k in val_keys if k != VAL_PSNR]
     _lines(identity, history, history.val, id_keys, "validation identity", marker="o")
     for axes in (psnr, identity):

@@ -21,13 +21,14 @@ def make_ema_copy(model: nn.Module) -> nn.Module:
     return ema
 
 
-def ema_decay_at(iteration: int, decay: float, start_iteration: int = 0, rampup: float | None = None) -> float:
+def ema_decay_at(iteration: int, decay: float, start_iteration: int = 0,
+                 rampup: float | None = None) -> float:
     """Decay used at ``iteration``: 0 (plain copy) before ``start_iteration``, ``decay`` afterwards.
 
     With ``rampup`` the EMA's half-life (``ln 0.5 / ln decay`` iterations) is capped at ``rampup`` times the
-    iterations done since ``start_iteration`` (StyleGAN2-ADA's ramp-up): a short run then exports an average of
-    its last iterations instead of mostly its starting weights (decay 0.999 has a 693-iteration half-life, so
-    after 200 iterations the EMA would still be 82% the initial generator).
+    iterations done since ``start_iteration`` (StyleGAN2-ADA's ramp-up): a short run then exports an average
+    of its last iterations instead of mostly its starting weights (decay 0.999 has a 693-iteration half-life,
+    so after 200 iterations the EMA would still be 82% the initial generator).
     """
     if iteration < start_iteration:
         return 0.0

@@ -83,9 +83,10 @@ def reference_embedding(train_crops: Sequence[str | os.PathLike], template: str)
 
 
 def export_run(generator_ema: GPENGenerator, stages: Sequence[ResolvedStage], initial_weights: str | None,
-               out_dir: str | os.PathLike, template: str, *, person: str | None = None, name: str | None = None,
-               train_crops: Sequence[str | os.PathLike] = (), metrics: Mapping[str, float] | None = None,
-               config_digest: str | None = None, dtype: str = "fp32", identity_loss: str | None = None,
+               out_dir: str | os.PathLike, template: str, *, person: str | None = None,
+               name: str | None = None, train_crops: Sequence[str | os.PathLike] = (),
+               metrics: Mapping[str, float] | None = None, config_digest: str | None = None,
+               dtype: str = "fp32", identity_loss: str | None = None,
                recipe: Mapping[str, Any] | None = None) -> Path:
     """Write the export of a finished run (see the module docstring for what goes where).
 
@@ -109,15 +110,16 @@ def export_run(generator_ema: GPENGenerator, stages: Sequence[ResolvedStage], in
     """
     base = base_checkpoint(initial_weights)
     if person is None:
-        return export_generator(generator_ema, out_dir, template, name=name, dtype=dtype, base_checkpoint=base)
+        return export_generator(generator_ema, out_dir, template, name=name, dtype=dtype,
+                                base_checkpoint=base)
     trainable = trainable_generator_params(stages)
     frozen_throughout = {n for n, _ in generator_ema.named_parameters()} - trainable
     mode = "delta" if base is not None and frozen_throughout else "full"
     args = (person, sorted(trainable), template, dict(metrics or {}), config_digest, len(train_crops),
             reference_embedding(train_crops, template))
     try:
-        return export_person(generator_ema, base, out_dir, *args, mode=mode, dtype=dtype, identity_loss=identity_loss,
-                             recipe=recipe)
+        return export_person(generator_ema, base, out_dir, *args, mode=mode, dtype=dtype,
+                             identity_loss=identity_loss, recipe=recipe)
     except ExportError as error:
         if base is None:
             raise

@@ -4,15 +4,15 @@ A :class:`FreezingSchedule` is a list of stages; each stage starts at an iterati
 and names the trainable parameter groups of the generator and the discriminator (the groups of
 ``GPENGenerator.parameter_groups()`` / ``GPENDiscriminator.parameter_groups()``). Everything not named is
 frozen (``requires_grad=False``). Optimisers are built once over all parameters; a frozen parameter never gets
-a gradient, and Adam skips parameters whose ``.grad`` is ``None``, so it stays bit-identical and the Adam state
-of the others is untouched by stage changes.
+a gradient, and Adam skips parameters whose ``.grad`` is ``None``, so it stays bit-identical and the Adam
+state of the others is untouched by stage changes.
 
 Group patterns:
     ``"all"``                        every group;
     a group name (``"encoder"``, ``"d_head"``, ``"d_block_16"``);
     a glob (``"decoder_*"``, ``"d_block_*"``);
-    ``"d_lowres:K"``                 the K lowest-resolution discriminator blocks (``d_block_8``, ``d_block_16``,
-                                     ...), whatever the model size.
+    ``"d_lowres:K"``                 the K lowest-resolution discriminator blocks (``d_block_8``,
+                                     ``d_block_16``, ...), whatever the model size.
 """
 
 from __future__ import annotations
@@ -24,7 +24,8 @@ from dataclasses import dataclass, field
 
 from torch import nn
 
-GENERATOR_GROUPS = ("encoder", "mapping", "decoder_coarse", "decoder_middle", "decoder_fine", "to_rgb", "noise")
+GENERATOR_GROUPS = ("encoder", "mapping", "decoder_coarse", "decoder_middle", "decoder_fine", "to_rgb",
+                    "noise")
 _LOWRES = re.compile(r"^d_lowres:(\d+)$")
 _D_BLOCK = re.compile(r"^d_block_(\d+)$")
 
@@ -49,7 +50,8 @@ class Stage:
     def __post_init__(self) -> None:
         object.__setattr__(self, "generator", tuple(self.generator))
         object.__setattr__(self, "discriminator", tuple(self.discriminator))
-        if isinstance(self.start, bool) or self.start < 0 or (isinstance(self.start, float) and self.start > 1):
+        if isinstance(self.start, bool) or self.start < 0 or (isinstance(self.start, float) and
+                                                              self.start > 1):
             raise ValueError(f"stage {self.name!r}: start must be an iteration >= 0 or a fraction in [0, 1], "
                              f"got {self.start!r}")
 
@@ -141,8 +143,8 @@ def expand_patterns(patterns: Sequence[str], groups: Mapping[str, Sequence[str]]
         else:
             hits = fnmatch.filter(groups, pattern)
         if not hits and pattern not in vocabulary:
-            raise ValueError(f"freezing schedule {schedule!r}: pattern {pattern!r} matches no parameter group; "
-                             f"groups are {sorted(groups)}")
+            raise ValueError(f"freezing schedule {schedule!r}: pattern {pattern!r} matches no parameter "
+                             f"group; groups are {sorted(groups)}")
         chosen.update(hits)
     return [name for name in groups if name in chosen]
 

@@ -52,7 +52,8 @@ def _identity_encoder(loss: LossConfig, download: bool, template: str) -> Identi
         log.warning("identity losses disabled (%s weights missing): %s", loss.identity_network,
                     str(error).splitlines()[0])
         return None
-    return IdentityEncoder(load_identity_network(loss.identity_network, path), loss.identity_network, template)
+    return IdentityEncoder(load_identity_network(loss.identity_network, path), loss.identity_network,
+                           template)
 
 
 @torch.no_grad()

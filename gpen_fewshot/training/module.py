@@ -1,7 +1,7 @@
 """LightningModule fine-tuning GPEN on one person: manual GAN optimisation, staged freezing, generator EMA.
 
-One training iteration = one generator update then one discriminator update (``automatic_optimization`` is off,
-each optimiser steps exactly once). The module counts iterations itself (``self.iteration``, saved in
+One training iteration = one generator update then one discriminator update (``automatic_optimization`` is
+off, each optimiser steps exactly once). The module counts iterations itself (``self.iteration``, saved in
 checkpoints): learning rates, the freezing stage, lazy regularisation and the EMA are functions of it, so a
 resumed run continues exactly where it stopped.
 
@@ -78,9 +78,10 @@ class GPENFewShotModule(pl.LightningModule):
         self.register_buffer("mean_path_length", torch.zeros(()))
         # Loss networks are frozen helpers: kept out of the state dict (and so out of checkpoints and DDP).
         self._aux: dict[str, nn.Module] = build_auxiliary_losses(loss, template=run.template)
-        self.reference_embedding: Tensor | None = None  # person's mean identity embedding (identity_reference)
-        self._validation = ValidationAccumulator(run.num_sample_images, self._aux.get("identity"), run.val_identity,
-                                                 run.template)
+        # person's mean identity embedding (identity_reference)
+        self.reference_embedding: Tensor | None = None
+        self._validation = ValidationAccumulator(run.num_sample_images, self._aux.get("identity"),
+                                                 run.val_identity, run.template)
         self.last_sample_grid: Any = None
         self.save_hyperparameters({"model": to_plain(model), "optim": to_plain(optim), "loss": to_plain(loss),
                                    "freezing": to_plain(freezing), "run": to_plain(run)})
@@ -99,8 +100,8 @@ class GPENFewShotModule(pl.LightningModule):
     def schedules(self) -> tuple[LRSchedule, LRSchedule]:
         """Learning-rate schedules of the generator and the discriminator."""
         o, total = self.optim_config, self.run_config.total_iters
-        common = {"total_iters": total, "kind": o.schedule, "warmup_iters": o.warmup_iters, "eta_min": o.eta_min,
-                  "step_size": o.step_size, "gamma": o.gamma}
+        common = {"total_iters": total, "kind": o.schedule, "warmup_iters": o.warmup_iters,
+                  "eta_min": o.eta_min, "step_size": o.step_size, "gamma": o.gamma}
         return LRSchedule(o.lr_g, **common), LRSchedule(o.lr_d, **common)
 
     def _param_groups(self, net: nn.Module, groups: dict[str, list[str]]) -> list[dict[str, Any]]:
@@ -115,7 +116,8 @@ class GPENFewShotModule(pl.LightningModule):
                     for name, names in groups.items() if names]
         out = []  # each group split into its weights (2+ dims, scaled) and the rest
         for name, names in groups.items():
-            for suffix, scale, picked in (("weights", weight_scale, [n for n in names if params[n].ndim >= 2]),
+            for suffix, scale, picked in (("weights", weight_scale,
+                                           [n for n in names if params[n].ndim >= 2]),
                                           ("other", 1.0, [n for n in names if params[n].ndim < 2])):
                 if picked:
                     out.append({"params": [params[n] for n in picked], "name": f"{name}_{suffix}",
@@ -123,11 +125,13 @@ class GPENFewShotModule(pl.LightningModule):
         return out
 
     def configure_optimizers(self) -> list[torch.optim.Optimizer]:
-        """Adam over ALL parameters (grouped); frozen ones never get a gradient, so Adam never touches them."""
+        """Adam over ALL parameters (grouped); frozen ones never get a gradient, so Adam never touches
+        them."""
         o = self.optim_config
         opt_g = torch.optim.Adam(self._param_groups(self.generator, self.generator.parameter_groups()),
                                  lr=o.lr_g, betas=o.betas_g, eps=o.eps)
-        opt_d = torch.optim.Adam(self._param_groups(self.discriminator, self.discriminator.parameter_groups()),
+        opt_d = torch.optim.Adam(self._param_groups(self.discriminator,
+                                                    self.discriminator.parameter_groups()),
                                  lr=o.lr_d, betas=o.betas_d, eps=o.eps)
         return [opt_g, opt_d]
 
@@ -160,11 +164,13 @@ class GPENFewShotModule(pl.LightningModule):
         """A resumed run that is already complete stops before any update; the reference embedding is made."""
         if self.iteration >= self.run_config.total_iters:
             self.trainer.should_stop = True
-        if self.loss_config.identity_reference and "identity" in self._aux and self.reference_embedding is None:
+        if (self.loss_config.identity_reference and "identity" in self._aux and
+                self.reference_embedding is None):
             datamodule = getattr(self.trainer, "datamodule", None)
             crops = getattr(getattr(datamodule, "train_set", None), "paths", None)
             if not crops:
-                raise ValueError("loss.identity_reference needs a datamodule with training crops (person runs)")
+                raise ValueError("loss.identity_reference needs a datamodule with training crops "
+                                 "(person runs)")
             self.reference_embedding = reference_embedding(self._aux["identity"].encoder, crops,
                                                            self.model_config.size).to(self.device)
             log.info("identity reference: mean %s embedding of %d training crops",

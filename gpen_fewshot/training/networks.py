@@ -42,8 +42,8 @@ def locate_weights(source: str, download: bool) -> Path:
 def warn_random_init(what: str, source: str | None, reason: str) -> None:
     """Log a banner that the run starts from random weights (results will not be a restoration model)."""
     log.warning(
-        "\n%s\n!! RANDOM INITIALISATION of the %s: %s\n!! (%s)\n!! The run will train, but without the GAN prior"
-        " it cannot restore faces like GPEN.\n!! Put the weights in place, or choose a released model "
+        "\n%s\n!! RANDOM INITIALISATION of the %s: %s\n!! (%s)\n!! The run will train, but without the GAN "
+        "prior it cannot restore faces like GPEN.\n!! Put the weights in place, or choose a released model "
         "(model=gpen_bfr_512 / model=gpen_bfr_256), or set model.init=random to silence this.\n%s",
         _BANNER, what, source or "no weights configured", reason, _BANNER,
     )
@@ -102,5 +102,6 @@ def build_networks(config: ModelConfig) -> tuple[GPENGenerator, GPENDiscriminato
             log.warning("discriminator starts from random weights: %s", d_source)
         discriminator, d_source = GPENDiscriminator(**config.discriminator_kwargs()), "random"
     elif discriminator.config.size != config.size:
-        raise ValueError(f"{d_source}: discriminator size {discriminator.config.size} != model size {config.size}")
+        raise ValueError(f"{d_source}: discriminator size {discriminator.config.size} != model size "
+                         f"{config.size}")
     return generator.train(), discriminator.train(), NetworkSources(g_source, d_source)

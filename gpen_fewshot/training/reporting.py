@@ -59,8 +59,8 @@ _PLAIN_VALUE = re.compile(r"[A-Za-z0-9_./:+@-]+")
 
 
 def hydra_override(key: str, value: str) -> str:
-    """``key=value`` for a shell command line: Hydra-quoted when ``value`` holds characters its override grammar
-    reads (spaces, commas, ``=``, quotes...), then shell-quoted."""
+    """``key=value`` for a shell command line: Hydra-quoted when ``value`` holds characters its override
+    grammar reads (spaces, commas, ``=``, quotes...), then shell-quoted."""
     if not _PLAIN_VALUE.fullmatch(value):
         value = '"' + value.replace('"', '\\"') + '"'
     return shlex.quote(f"{key}={value}")

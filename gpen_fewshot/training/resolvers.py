@@ -30,9 +30,9 @@ def safe_person(person: object) -> str:
     folder's path so that a name like ``../../x`` is refused before Hydra creates any folder.
 
     Raises:
-        SystemExit: (code 1, after one ``error:`` line) for a name that could escape its folder. Hydra resolves
-            the run folder before the task starts, outside our error handling, and formats resolver errors as
-            a traceback; with ``HYDRA_FULL_ERROR=1`` the ValueError itself is raised.
+        SystemExit: (code 1, after one ``error:`` line) for a name that could escape its folder. Hydra
+            resolves the run folder before the task starts, outside our error handling, and formats resolver
+            errors as a traceback; with ``HYDRA_FULL_ERROR=1`` the ValueError itself is raised.
     """
     try:
         return validate_person_name(str(person))
@@ -64,7 +64,7 @@ def unique_dir(path: str) -> str:
 def register_resolvers() -> None:
     """Register ``${person_dir:...}``, ``${safe_person:...}``, ``${unique_dir:...}`` and ``${cpu_precision:}``
     (idempotent)."""
-    for name, function in (("person_dir", person_dir), ("safe_person", safe_person), ("unique_dir", unique_dir),
-                           ("cpu_precision", cpu_precision)):
+    for name, function in (("person_dir", person_dir), ("safe_person", safe_person),
+                           ("unique_dir", unique_dir), ("cpu_precision", cpu_precision)):
         if not OmegaConf.has_resolver(name):
             OmegaConf.register_new_resolver(name, function)

@@ -124,14 +124,16 @@ def resume_command(run_dir: Path, script: str = "train.py") -> str:
 
 
 # ------------------------------------------------------------------------------- checkpoint contents
-RECORD_KEY = "gpen_fewshot_record"  # what a checkpoint holds, written beside it (training.callbacks.RunRecord)
+# what a checkpoint holds, written beside it (training.callbacks.RunRecord)
+RECORD_KEY = "gpen_fewshot_record"
 MODULE_KEY = "gpen_fewshot"  # GPENFewShotModule's own entry (iteration, stage, network configs)
 _MUST_MATCH = ("model", "freezing")  # a resume with other values cannot load the weights / optimiser groups
 _IRRELEVANT_ON_RESUME = ("model.init", "model.download")  # only decide how the first run got its weights
 
 
 class ResumeMismatchError(ValueError):
-    """A checkpoint cannot continue this run: wrong architecture, other recipe, or not what it claims to hold."""
+    """A checkpoint cannot continue this run: wrong architecture, other recipe, or not what it claims to
+    hold."""
 
 
 def optimizer_steps(optimizer_states: list[dict[str, Any]]) -> list[int]:
@@ -142,8 +144,8 @@ def optimizer_steps(optimizer_states: list[dict[str, Any]]) -> list[int]:
 
 def contents_record(iteration: int, checkpoint: dict[str, Any], recipe: dict[str, Any]) -> dict[str, Any]:
     """The record of what ``checkpoint`` holds: iteration, optimiser steps and the training recipe."""
-    return {"iteration": int(iteration), "optimizer_steps": optimizer_steps(checkpoint.get("optimizer_states", [])),
-            "recipe": recipe}
+    return {"iteration": int(iteration),
+            "optimizer_steps": optimizer_steps(checkpoint.get("optimizer_states", [])), "recipe": recipe}
 
 
 def check_resume_checkpoint(path: Path, expected: dict[str, Any], recipe: dict[str, Any]) -> None:
@@ -162,9 +164,11 @@ def check_resume_checkpoint(path: Path, expected: dict[str, Any], recipe: dict[s
 
     checkpoint = read_checkpoint_file(path)
     hint = _resume_hint(path)
-    if not isinstance(checkpoint, dict) or not {"state_dict", "optimizer_states", MODULE_KEY} <= checkpoint.keys():
+    if (not isinstance(checkpoint, dict) or
+            not {"state_dict", "optimizer_states", MODULE_KEY} <= checkpoint.keys()):
         raise ResumeMismatchError(f"{path}: not a training checkpoint of this project (no weights, optimiser "
-                                  "state and iteration); to start from its weights use model.generator_weights=")
+                                  "state and iteration); to start from its weights use "
+                                  "model.generator_weights=")
     record = checkpoint.get(RECORD_KEY)
     if isinstance(record, dict) and isinstance(record.get("recipe"), dict):
         _compare_recipes(record["recipe"], recipe, path, hint)
@@ -191,7 +195,8 @@ def _flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
 
 
 def _compare_recipes(recorded: dict[str, Any], current: dict[str, Any], path: Path, hint: str) -> None:
-    """Architecture / freezing differences are errors; other recipe changes (e.g. more iterations) a warning."""
+    """Architecture / freezing differences are errors; other recipe changes (e.g. more iterations) a
+    warning."""
     old, new = _flatten(recorded), _flatten(current)
     changed = sorted(k for k in old.keys() | new.keys() if old.get(k) != new.get(k))
     fatal = [k for k in changed if k.split(".")[0] in _MUST_MATCH and k not in _IRRELEVANT_ON_RESUME]
@@ -224,7 +229,10 @@ def _check_contents(checkpoint: dict[str, Any], record: Any, path: Path) -> None
     steps = optimizer_steps(checkpoint["optimizer_states"])
     if iteration > 0 and not any(steps):
         raise ResumeMismatchError(f"{path}: labelled iteration {iteration} but holds no optimiser progress "
-                                  "(written by a failed start?); resume from an older checkpoint or start afresh")
-    if isinstance(record, dict) and (record.get("iteration"), record.get("optimizer_steps")) != (iteration, steps):
-        raise ResumeMismatchError(f"{path}: holds iteration {iteration} (optimiser steps {steps}) but records "
-                                  f"iteration {record.get('iteration')} (steps {record.get('optimizer_steps')})")
+                                  "(written by a failed start?); resume from an older checkpoint or "
+                                  "start afresh")
+    if (isinstance(record, dict) and
+            (record.get("iteration"), record.get("optimizer_steps")) != (iteration, steps)):
+        raise ResumeMismatchError(f"{path}: holds iteration {iteration} (optimiser steps {steps}) but "
+                                  f"records iteration {record.get('iteration')} (steps "
+                                  f"{record.get('optimizer_steps')})")

@@ -52,7 +52,8 @@ def _instantiate_all(group: DictConfig | None) -> list[Any]:
     """Instantiate every entry with a ``_target_`` of a dict-like group (callbacks, loggers)."""
     if not group:
         return []
-    return [instantiate(node) for node in group.values() if isinstance(node, DictConfig) and "_target_" in node]
+    return [instantiate(node) for node in group.values()
+            if isinstance(node, DictConfig) and "_target_" in node]
 
 
 def build_module(cfg: DictConfig) -> GPENFewShotModule:
@@ -79,7 +80,8 @@ _DATA_PATHS = ("person_dir", "faces_dir", "cache_dir")
 
 def hashable_config(cfg: DictConfig) -> dict[str, Any]:
     """The resolved training recipe as plain containers, without paths (input of ``config_hash``)."""
-    plain = {key: OmegaConf.to_container(cfg[key], resolve=True) if OmegaConf.is_config(cfg[key]) else cfg[key]
+    plain = {key: OmegaConf.to_container(cfg[key], resolve=True)
+             if OmegaConf.is_config(cfg[key]) else cfg[key]
              for key in _HASHED if key in cfg}
     if isinstance(plain.get("data"), dict):
         plain["data"] = {k: v for k, v in plain["data"].items() if k not in _DATA_PATHS}
@@ -101,7 +103,8 @@ def _export(module: GPENFewShotModule, cfg: DictConfig, datamodule: Any, metrics
         train_crops=prepared.train_crops if prepared is not None else (),
         metrics={k.removeprefix("val/"): v for k, v in metrics.items() if k.startswith("val/")},
         config_digest=config_hash(hashable_config(cfg)), dtype=str(options.get("dtype", "fp32")),
-        identity_loss=module.loss_config.identity_network if module.loss_config.uses_identity_network else None,
+        identity_loss=(module.loss_config.identity_network if module.loss_config.uses_identity_network
+                       else None),
         recipe=training_recipe(cfg))
     registered, failure = None, None
     if person is not None and options.get("register", True):
@@ -120,7 +123,8 @@ def _choice_and_name(choice: str | None, name: str | None) -> str:
     return str(choice or name) if not choice or not name or choice == name else f"{choice} ({name})"
 
 
-# Overrides that say where things are on this machine, not how the model was trained: kept out of the model card.
+# Overrides that say where things are on this machine, not how the model was trained: kept out of the model
+# card.
 _LOCAL_OVERRIDE = re.compile(r"^[+~]*(paths\.|hydra\.|ckpt_path=|resume=|[\w.]*_dir=)")
 
 
@@ -204,7 +208,8 @@ def train(cfg: DictConfig) -> dict[str, float]:
     ckpt = find_resume_checkpoint(cfg.get("ckpt_path"), cfg.get("resume", False),
                                   Path(cfg.paths.person_runs_dir), output_dir)
     module = build_module(cfg)
-    if ckpt is not None:  # a checkpoint that cannot continue this config stops the run before anything is written
+    # a checkpoint that cannot continue this config stops the run before anything is written
+    if ckpt is not None:
         check_resume_checkpoint(ckpt, module.state_dict(), hashable_config(cfg))
     if rank_zero_only.rank == 0:
         log.info("person %r (%s); run directory %s", cfg.person, cfg.person_dir, output_dir)
@@ -248,7 +253,8 @@ def metric_value(metrics: dict[str, float], name: str | None) -> float | None:
     if not name:
         return None
     if name not in metrics:
-        log.warning("optimized_metric %r was never logged (no validation data?); logged: %s", name, sorted(metrics))
+        log.warning("optimized_metric %r was never logged (no validation data?); logged: %s", name,
+                    sorted(metrics))
         return None
     return metrics[name]
 
@@ -282,7 +288,8 @@ def main_task(cfg: DictConfig) -> float | None:
 
     Raises:
         SystemExit: (code 1) on a missing file / weights or unusable photos, after printing one clear message
-            (set ``HYDRA_FULL_ERROR=1`` for the traceback); (130 / 143) when Ctrl-C / SIGTERM stopped training.
+            (set ``HYDRA_FULL_ERROR=1`` for the traceback); (130 / 143) when Ctrl-C / SIGTERM stopped
+            training.
     """
     if cfg.get("extras", {}).get("print_config", False):
         print_config(cfg)

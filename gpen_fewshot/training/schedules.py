@@ -46,13 +46,14 @@ class LRSchedule:
             raise ValueError(f"unknown LR schedule {self.kind!r}; choose one of {SCHEDULE_KINDS}")
         if self.base_lr <= 0 or self.total_iters < 1 or self.warmup_iters < 0:
             raise ValueError(
-                f"LR schedule needs base_lr > 0, total_iters >= 1, warmup_iters >= 0; got base_lr={self.base_lr},"
-                f" total_iters={self.total_iters}, warmup_iters={self.warmup_iters}"
+                "LR schedule needs base_lr > 0, total_iters >= 1, warmup_iters >= 0; got "
+                f"base_lr={self.base_lr}, total_iters={self.total_iters}, warmup_iters={self.warmup_iters}"
             )
         if not 0 <= self.eta_min <= self.base_lr:
             raise ValueError(f"eta_min must lie in [0, base_lr={self.base_lr}], got {self.eta_min}")
         if self.kind == "step" and (self.step_size < 1 or not 0 < self.gamma <= 1):
-            raise ValueError(f"step schedule needs step_size >= 1 and 0 < gamma <= 1, got {self.step_size}, {self.gamma}")
+            raise ValueError(f"step schedule needs step_size >= 1 and 0 < gamma <= 1, got {self.step_size}, "
+                             f"{self.gamma}")
 
     def lr_at(self, iteration: int) -> float:
         """Learning rate used by the update of (0-based) ``iteration``.

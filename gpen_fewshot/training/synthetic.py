@@ -34,7 +34,8 @@ def synthetic_pair(size: int, rng: np.random.Generator, noise: float = 0.05) -> 
 
 
 class SyntheticPairs(Dataset):
-    """Key ``k`` -> ``{"lq", "gt": (3, S, S) float [-1, 1], "path": "synthetic/<k>"}``, seeded by ``(seed, k)``."""
+    """Key ``k`` -> ``{"lq", "gt": (3, S, S) float [-1, 1], "path": "synthetic/<k>"}``, seeded by ``(seed,
+    k)``."""
 
     def __init__(self, size: int, length: int, seed: int = 0) -> None:
         self.size, self.length, self.seed = size, length, seed
@@ -82,7 +83,8 @@ class SyntheticDataModule(pl.LightningDataModule):
 
     def __init__(self, size: int = 32, batch_size: int = 2, samples_per_epoch: int = 8, val_samples: int = 2,
                  seed: int = 0, template: str = "gpen", num_workers: int = 0,
-                 val_degradations: Sequence[str] = ("synthetic",), augment: Mapping[str, Any] | None = None) -> None:
+                 val_degradations: Sequence[str] = ("synthetic",),
+                 augment: Mapping[str, Any] | None = None) -> None:
         super().__init__()
         self.val_degradations, self.augment = list(val_degradations), dict(augment or {})
         self.size, self.batch_size, self.template, self.num_workers = size, batch_size, template, num_workers

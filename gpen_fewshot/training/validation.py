@@ -2,8 +2,8 @@
 
 PSNR / SSIM are the evaluation suite's (``gpen_fewshot.evaluation.fidelity``: BasicSR's implementations on
 uint8 RGB, the numbers ``evaluate.py`` reports). Identity, when enabled: the dlib distance of each restored
-face to its ground truth (``id_distance_gt``, lower is better; ``id_verified_gt`` = fraction below 0.6), and the
-cosine similarity of the identity-loss network (``identity_<network>``, e.g. ``identity_mobilefacenet``: a
+face to its ground truth (``id_distance_gt``, lower is better; ``id_verified_gt`` = fraction below 0.6), and
+the cosine similarity of the identity-loss network (``identity_<network>``, e.g. ``identity_mobilefacenet``: a
 metric the run trains on, so it flatters the run) when that network is loaded.
 """
 
@@ -25,7 +25,8 @@ _DLIB_KEYS = ("id_distance_gt", "id_verified_gt")
 
 
 def _identity_scorer(enabled: bool, template: str = "gpen") -> object | None:
-    """dlib scorer for crops aligned with ``template`` (its face box depends on it); None when off/unavailable."""
+    """dlib scorer for crops aligned with ``template`` (its face box depends on it); None when
+    off/unavailable."""
     if not enabled:
         return None
 

@@ -86,6 +86,7 @@ def label_strip(texts: list[str], widths: list[int], height: int, size: int | No
     strip = np.full((height, sum(widths), 3), background, np.uint8)
     x = 0
     for text, width in zip(texts, widths, strict=True):
-        draw_text(strip, fit_text(text, width - 6, size), (x + width // 2, height // 2), size, colour, anchor="mm")
+        draw_text(strip, fit_text(text, width - 6, size), (x + width // 2, height // 2), size, colour,
+                  anchor="mm")
         x += width
     return strip

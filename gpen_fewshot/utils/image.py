@@ -68,8 +68,8 @@ def read_image(path: str | os.PathLike, max_pixels: int | None = None) -> np.nda
         with _no_pillow_pixel_limit(), Image.open(io.BytesIO(data)) as pil:
             width, height = pil.size
             if width * height > ABSURD_PIXELS:
-                raise ImageReadError(f"{path}: {width}x{height} is {width * height / 1e6:.1f} megapixels, over "
-                                     f"the {ABSURD_PIXELS / 1e6:g}-megapixel limit")
+                raise ImageReadError(f"{path}: {width}x{height} is {width * height / 1e6:.1f} megapixels, "
+                                     f"over the {ABSURD_PIXELS / 1e6:g}-megapixel limit")
             if max_pixels is not None and width * height > max_pixels:
                 return _read_reduced(pil, max_pixels)
             pil.load()  # forces a full decode so truncated files fail here, not later

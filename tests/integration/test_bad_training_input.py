@@ -1,4 +1,5 @@
-"""Bad training input is one line naming the value or file, exit code 1, no traceback (issue 15, items 10, 11)."""
+"""Bad training input is one line naming the value or file, exit code 1, no traceback (issue 15, items 10,
+11)."""
 
 from __future__ import annotations
 

@@ -29,7 +29,8 @@ def _generator(seed: int, size: int = SIZE, narrow: float = 0.125) -> GPENGenera
 
 def _lightning_ckpt(generator: GPENGenerator, path: Path) -> Path:
     """What the training module's checkpoints hold (generator + EMA prefixes, extra entries)."""
-    state = {f"{prefix}.{k}": v for prefix in ("generator", "generator_ema") for k, v in generator.state_dict().items()}
+    state = {f"{prefix}.{k}": v for prefix in ("generator", "generator_ema")
+             for k, v in generator.state_dict().items()}
     path.parent.mkdir(parents=True, exist_ok=True)
     torch.save({"state_dict": state, "gpen_fewshot": {"iteration": 3, "template": "gpen"}}, path)
     return path
@@ -43,14 +44,16 @@ def _run_dir(root: Path, seed: int, base: Path | str, export: bool = True, overr
     root.mkdir(parents=True)
     (root / ".hydra").mkdir()
     init = "random" if base == "random" else "pretrained"
-    config = {"person": "alice", "model": {"generator_weights": None if init == "random" else str(base), "init": init},
+    config = {"person": "alice",
+              "model": {"generator_weights": None if init == "random" else str(base), "init": init},
               "data": {"template": "gpen", "holdout": None, "size": "${model.size}"}}
     (root / ".hydra" / "config.yaml").write_text(yaml.safe_dump(config))
     (root / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump(list(overrides)))
     generator = _generator(seed)
     _lightning_ckpt(generator, root / "checkpoints" / "last.ckpt")
     if export:
-        everything = ResolvedStage(0, "full", 0, frozenset(n for n, _ in generator.named_parameters()), frozenset())
+        everything = ResolvedStage(0, "full", 0, frozenset(n for n, _ in generator.named_parameters()),
+                                   frozenset())
         export_run(generator, [everything], str(base), root / "export", "gpen", person="alice")
     return root
 
@@ -71,7 +74,8 @@ def test_run_dir_export_and_checkpoints(tmp_path: Path, base_file: Path) -> None
     run = _run_dir(tmp_path / "runs" / "2026-01-01_10-00-00", 1, base_file)
     base, tuned = resolve_models(str(run))
     assert (base.name, base.role, base.source) == ("base", "base", str(base_file))
-    assert (tuned.name, tuned.format, tuned.template, tuned.run_dir) == ("2026-01-01_10-00-00", "export", "gpen", run)
+    assert ((tuned.name, tuned.format, tuned.template, tuned.run_dir) ==
+            ("2026-01-01_10-00-00", "export", "gpen", run))
     assert _same_weights(load_model(tuned), _generator(1)) and _same_weights(load_model(base), _generator(0))
     last = resolve_models(str(run), select="last")[1]
     assert last.format == "checkpoint" and last.name == "2026-01-01_10-00-00/last"
@@ -88,7 +92,8 @@ def test_person_export_globs_lists_and_base_options(tmp_path: Path, base_file: P
 
     tuned = _generator(2)
     export = export_person(tuned, str(base_file), tmp_path / "alice" / "weights", "alice",
-                           [n for n, _ in tuned.named_parameters() if n.startswith("ecd")], "gpen", {}, None, 3, None)
+                           [n for n, _ in tuned.named_parameters() if n.startswith("ecd")], "gpen", {}, None,
+                           3, None)
     specs = resolve_models(str(tmp_path / "alice"))  # person folder holding weights/
     assert [(s.name, s.format) for s in specs] == [("base", "checkpoint"), ("alice", "export")]
     assert specs[0].source == str(base_file)
@@ -96,7 +101,8 @@ def test_person_export_globs_lists_and_base_options(tmp_path: Path, base_file: P
     run_a = _run_dir(tmp_path / "runs" / "a", 3, base_file)
     run_b = _run_dir(tmp_path / "runs" / "b", 4, base_file, export=False)
     globbed = resolve_models(str(tmp_path / "runs" / "*"))
-    assert [(s.name, s.format) for s in globbed] == [("base", "checkpoint"), ("a", "export"), ("b", "checkpoint")]
+    assert [(s.name, s.format) for s in globbed] == [("base", "checkpoint"), ("a", "export"),
+                                                     ("b", "checkpoint")]
     listed = resolve_models([str(export), str(run_a / "checkpoints" / "last.ckpt"), str(run_b)])
     assert [s.name for s in listed] == ["base", "alice", "a/last", "b"]
     other_base = tmp_path / "other.pth"
@@ -117,7 +123,8 @@ def test_bad_specs_give_one_clear_error(tmp_path: Path, base_file: Path) -> None
     random_run = _run_dir(tmp_path / "random_run", 1, "random")
     with pytest.raises(ModelSpecError, match="random weights.*base=none"):
         resolve_models(str(random_run))
-    auto_run = _run_dir(tmp_path / "auto_run", 1, "random")  # model.init=auto that fell back to random weights
+    # model.init=auto that fell back to random weights
+    auto_run = _run_dir(tmp_path / "auto_run", 1, "random")
     (auto_run / ".hydra" / "config.yaml").write_text(yaml.safe_dump(
         {"model": {"generator_weights": str(base_file), "init": "auto"}, "data": {"template": "gpen"}}))
     with pytest.raises(ModelSpecError, match="random weights"):  # the export knows better than the config
@@ -165,7 +172,8 @@ def _fake_person(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return tmp_path / "alice"
 
 
-def test_multirun_is_evaluated_and_ranked(tmp_path: Path, base_file: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_multirun_is_evaluated_and_ranked(tmp_path: Path, base_file: Path,
+                                          monkeypatch: pytest.MonkeyPatch) -> None:
     from gpen_fewshot.evaluation.runner import main
 
     person_dir = _fake_person(tmp_path, monkeypatch)
@@ -191,23 +199,26 @@ def test_multirun_is_evaluated_and_ranked(tmp_path: Path, base_file: Path, monke
     assert "## Ranking by psnr (mean over levels, held-out photos)" in report
     assert f"| 1 | {order[0]} |" in report and "optim.lr_g=11" in report
     assert read_csv(out / "metrics.csv") == data["results"]
-    assert sorted(p.name for p in out.glob("grid_*.png")) == ["grid_person_mild.png", "grid_person_severe.png"]
+    assert sorted(p.name for p in out.glob("grid_*.png")) == ["grid_person_mild.png",
+                                                              "grid_person_severe.png"]
 
 
 @pytest.mark.subprocess
 def test_evaluate_py_end_to_end(tmp_path: Path, subprocess_env: dict) -> None:
-    """``python evaluate.py`` on the bundled demo person (real detection and alignment), tiny 256-px models."""
+    """``python evaluate.py`` on the bundled demo person (real detection and alignment), tiny 256-px
+    models."""
     torch.manual_seed(0)
     base = tmp_path / "base.pth"
     torch.save(_generator(0, 256, 0.0625).state_dict(), base)
     tuned = _lightning_ckpt(_generator(1, 256, 0.0625), tmp_path / "tuned" / "checkpoints" / "last.ckpt")
     others = tmp_path / "others" / "someone"
     others.mkdir(parents=True)
-    (others / "photo.jpg").write_bytes((REPO / "tests" / "fixtures" / "faces" / "obama_biden.jpg").read_bytes())
+    (others / "photo.jpg").write_bytes(
+        (REPO / "tests" / "fixtures" / "faces" / "obama_biden.jpg").read_bytes())
     out = tmp_path / "eval"
     cmd = [sys.executable, "evaluate.py", "person=obama", f"ckpt={tuned}", f"base={base}", f"out_dir={out}",
-           f"cache_dir={tmp_path / 'prepared'}", f"others={others}", "protocol.copies=1", "metrics.niqe=false",
-           "device=cpu", "progress=false"]
+           f"cache_dir={tmp_path / 'prepared'}", f"others={others}", "protocol.copies=1",
+           "metrics.niqe=false", "device=cpu", "progress=false"]
     proc = subprocess.run(cmd, cwd=REPO, env=subprocess_env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "unavailable: lpips: needs alexnet-owt-7be5be79.pth" in proc.stdout

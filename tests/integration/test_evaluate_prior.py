@@ -63,8 +63,8 @@ def test_held_out_crops_are_the_datamodules_validation_crops(faces: dict) -> Non
     module.setup()
     assert len(faces["held"]) == VAL_COUNT
     assert [str(p) for p in faces["held"]] == module.val_set.paths
-    # same seeds as the validation set: same ground truths; the inputs equal the validation inputs exactly where
-    # the preset's resize back drew bicubic, else they differ only by the interpolation (bilinear)
+    # same seeds as the validation set: same ground truths; the inputs equal the validation inputs exactly
+    # where the preset's resize back drew bicubic, else they differ only by the interpolation (bilinear)
     inputs = pe.build_inputs(faces["held"], SIZE, ["moderate"], copies=1, seed=0)
     for i in range(VAL_COUNT):
         sample = module.val_set[i]
@@ -109,7 +109,8 @@ def test_labels_wrap_without_cutting() -> None:
     lines = script.wrap_label(text, 120)
     assert "".join(lines) == text and len(lines) > 1
     assert all(script._text_width(line) <= 120 for line in lines)
-    labels = [label for label, _ in script.model_labels(["a/checkpoints/last.ckpt", "x=GPEN-BFR-256", "bicubic"])]
+    labels = [label
+              for label, _ in script.model_labels(["a/checkpoints/last.ckpt", "x=GPEN-BFR-256", "bicubic"])]
     assert labels == ["a/last", "x", "bicubic#2"]
 
 
@@ -147,10 +148,10 @@ def _finite_numbers(obj: object) -> list[float]:
 def test_script_end_to_end(faces: dict, tmp_path: Path) -> None:
     plain, ckpt = _models(tmp_path)
     out = tmp_path / "out"
-    args = [sys.executable, str(SCRIPT), "--faces-dir", str(faces["dirs"][0]), "--faces-dir", str(faces["dirs"][1]),
-            "--cache-dir", str(faces["cache"]), "--val-count", str(VAL_COUNT), "--size", str(SIZE),
-            "--model", str(plain), "--model", str(ckpt), "--level", "moderate", "--level", "mild",
-            "--limit", "2", "--batch-size", "2", "--zoom", "2", "--out", str(out)]
+    args = [sys.executable, str(SCRIPT), "--faces-dir", str(faces["dirs"][0]), "--faces-dir",
+            str(faces["dirs"][1]), "--cache-dir", str(faces["cache"]), "--val-count", str(VAL_COUNT),
+            "--size", str(SIZE), "--model", str(plain), "--model", str(ckpt), "--level", "moderate",
+            "--level", "mild", "--limit", "2", "--batch-size", "2", "--zoom", "2", "--out", str(out)]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
     done = subprocess.run(args, capture_output=True, text=True, env=env, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
@@ -183,8 +184,8 @@ def test_script_end_to_end(faces: dict, tmp_path: Path) -> None:
     # --zoom 2: the same grid of the faces' central halves at 2x (ground truth column checked pixel for pixel)
     zoomed, gt = read_image(out / "grid_zoom.png"), read_image(faces["held"][0])
     quarter = SIZE // 4
-    expected = cv2.resize(np.repeat(np.repeat(gt[quarter:-quarter, quarter:-quarter], 2, 0), 2, 1), (128, 128),
-                          interpolation=cv2.INTER_NEAREST)
+    expected = cv2.resize(np.repeat(np.repeat(gt[quarter:-quarter, quarter:-quarter], 2, 0), 2, 1),
+                          (128, 128), interpolation=cv2.INTER_NEAREST)
     header = zoomed.shape[0] - 2 * 128
     assert np.array_equal(zoomed[header:header + 128, -128:], expected)
     assert (out / "grid_mild_zoom.png").is_file()

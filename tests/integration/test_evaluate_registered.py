@@ -1,5 +1,5 @@
-"""``python evaluate.py person=alice`` without ``ckpt``: the person's registered export against its base, or one
-line saying how to make one (issue 17)."""
+"""``python evaluate.py person=alice`` without ``ckpt``: the person's registered export against its base, or
+one line saying how to make one (issue 17)."""
 
 from __future__ import annotations
 
@@ -50,7 +50,8 @@ def test_no_registered_export_is_one_line_saying_how_to_make_one(tmp_path: Path)
     with pytest.raises(ModelSpecError, match=r"no registered export in .*python train.py person=bob") as err:
         registered_export("bob", tmp_path / "persons")
     assert "\n" not in str(err.value)
-    assert registered_export("bob", tmp_path / "persons", base="GPEN-BFR-512") is None  # the base alone, as before
+    # the base alone, as before
+    assert registered_export("bob", tmp_path / "persons", base="GPEN-BFR-512") is None
     with pytest.raises(ModelSpecError, match="person: "):
         registered_export("../etc", tmp_path / "persons")
 
@@ -60,12 +61,12 @@ def test_evaluate_py_person_only_on_the_demo_photos(tmp_path: Path, subprocess_e
     persons = Path(subprocess_env["GPEN_FEWSHOT_PERSONS_DIR"])
     _, registered = _register(tmp_path, "obama", persons)
     out = tmp_path / "eval"
-    common = [sys.executable, "evaluate.py", f"out_dir={out}", "protocol.levels=[moderate]", "protocol.copies=1",
-              "metrics.ssim=false", "metrics.lpips=false", "metrics.fid=false", "metrics.niqe=false",
-              "metrics.identity=false", "device=cpu", "progress=false", "save_inputs=false",
-              f"cache_dir={tmp_path / 'prepared'}"]
-    proc = subprocess.run([*common, "person=obama"], cwd=REPO, env=subprocess_env, capture_output=True, text=True,
-                          timeout=300)
+    common = [sys.executable, "evaluate.py", f"out_dir={out}", "protocol.levels=[moderate]",
+              "protocol.copies=1", "metrics.ssim=false", "metrics.lpips=false", "metrics.fid=false",
+              "metrics.niqe=false", "metrics.identity=false", "device=cpu", "progress=false",
+              "save_inputs=false", f"cache_dir={tmp_path / 'prepared'}"]
+    proc = subprocess.run([*common, "person=obama"], cwd=REPO, env=subprocess_env, capture_output=True,
+                          text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert str(registered) in proc.stdout + proc.stderr and (out / "report.md").is_file()
     quiet = {k: v for k, v in subprocess_env.items() if k != "HYDRA_FULL_ERROR"}  # the user's view
@@ -73,5 +74,6 @@ def test_evaluate_py_person_only_on_the_demo_photos(tmp_path: Path, subprocess_e
                              timeout=300)
     assert missing.returncode == 1
     assert missing.stderr.strip().splitlines() == [
-        f"error: no ckpt given and person 'nobody' has no registered export in {persons / 'nobody' / 'weights'}: "
-        "train one with `python train.py person=nobody`, or pass ckpt=<run dir or export>"]
+        "error: no ckpt given and person 'nobody' has no registered export in "
+        f"{persons / 'nobody' / 'weights'}: train one with `python train.py person=nobody`, or pass "
+        "ckpt=<run dir or export>"]

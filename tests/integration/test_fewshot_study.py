@@ -2,7 +2,8 @@
 
 The end-to-end test builds a persons root from the bundled photos (two usable persons, one with too few
 photos, one other identity for specificity), trains the 32-px tiny model from a tiny "prior" for 2 iterations
-per person with ``train.py`` and evaluates it with ``evaluate.py``, then re-runs the study to check it resumes.
+per person with ``train.py`` and evaluates it with ``evaluate.py``, then re-runs the study to check it
+resumes.
 """
 
 from __future__ import annotations
@@ -52,7 +53,8 @@ def _metrics_json(psnr: tuple[float, float], sim: tuple[float, float], others: b
     if others:
         results[OTHERS_SET] = {"base": {lv: values(10.0, 0.4) for lv in LEVELS},
                                "run": {lv: values(10.0, sim[1] - 0.5) for lv in LEVELS}}
-    models = [{"name": "input", "role": "input"}, {"name": "base", "role": "base"}, {"name": "run", "role": "tuned"}]
+    models = [{"name": "input", "role": "input"}, {"name": "base", "role": "base"},
+              {"name": "run", "role": "tuned"}]
     return {"models": models, "levels": list(LEVELS), "results": results}
 
 
@@ -71,7 +73,8 @@ def test_rows_and_mean_std_over_persons(tmp_path: Path) -> None:
     summary = {(s.set, s.level, s.metric): s for s in summarize(rows)}
     psnr = summary[(PERSON_SET, "moderate", "psnr")]
     assert (psnr.base.n, psnr.base.mean, psnr.tuned.mean) == (3, pytest.approx(21.0), pytest.approx(67 / 3))
-    assert psnr.delta.mean == pytest.approx(4 / 3) and psnr.delta.std == pytest.approx(statistics.stdev([3, 2, -1]))
+    assert (psnr.delta.mean == pytest.approx(4 / 3) and
+            psnr.delta.std == pytest.approx(statistics.stdev([3, 2, -1])))
     sim = summary[(PERSON_SET, "severe", "id_similarity_gt")]
     assert sim.delta.mean == pytest.approx(np.mean([0.3, 0.05, 0.3]))
     assert sim.base.std == pytest.approx(np.std([0.4, 0.6, 0.5], ddof=1))
@@ -81,7 +84,8 @@ def test_rows_and_mean_std_over_persons(tmp_path: Path) -> None:
     one = summarize(rows[:1])[0]
     assert one.base.n == 1 and one.base.std is None  # no spread from one person
 
-    outcomes = [{"name": n, "status": "ok", "train_wall_s": w, "rows": [r.to_dict() for r in rows if r.person == n]}
+    outcomes = [{"name": n, "status": "ok", "train_wall_s": w,
+                 "rows": [r.to_dict() for r in rows if r.person == n]}
                 for n, w in (("p1", 10.0), ("p2", 14.0), ("p3", 12.0))] + [
         {"name": "p4", "status": "failed", "reason": "2 usable photo(s), need 6"}]
     settings = {"levels": list(LEVELS), "train_photos": 5}
@@ -92,12 +96,15 @@ def test_rows_and_mean_std_over_persons(tmp_path: Path) -> None:
     text = paths["study.md"].read_text()
     assert text == study_markdown(settings, outcomes, rows, summarize(rows))
     p1_severe = next(line for line in text.splitlines() if line.startswith("| p1 | severe | "))
-    assert p1_severe.startswith("| p1 | severe | 0.400 → 0.700 (+0.300) | ") and "| 21.00 → 24.00 (+3.00) |" in p1_severe
-    mean_moderate = next(line for line in text.splitlines() if line.startswith("| **mean ± std** (n=3) | moderate |"))
+    assert (p1_severe.startswith("| p1 | severe | 0.400 → 0.700 (+0.300) | ") and
+            "| 21.00 → 24.00 (+3.00) |" in p1_severe)
+    mean_moderate = next(line for line in text.splitlines()
+                         if line.startswith("| **mean ± std** (n=3) | moderate |"))
     assert "| 21.00 ± 1.00 → 22.33 ± 2.08 (Δ +1.33 ± 2.08) |" in mean_moderate
     assert "12.0 ± 2.0 s" in text and "| p4 | failed |" in text and "need 6" in text
     lines = list(csv.DictReader(io.StringIO(paths["study.csv"].read_text())))
-    mean_row = next(r for r in lines if r["person"] == "mean" and r["metric"] == "psnr" and r["level"] == "moderate")
+    mean_row = next(r for r in lines
+                    if r["person"] == "mean" and r["metric"] == "psnr" and r["level"] == "moderate")
     assert float(mean_row["delta"]) == pytest.approx(4 / 3)
 
 
@@ -130,13 +137,14 @@ def _tiny_prior(path: Path) -> Path:
     from gpen_fewshot.archs import GPENGenerator
 
     torch.manual_seed(0)
-    torch.save(GPENGenerator(32, style_dim=32, n_mlp=2, channel_multiplier=1, narrow=0.125).state_dict(), path)
+    torch.save(GPENGenerator(32, style_dim=32, n_mlp=2, channel_multiplier=1, narrow=0.125).state_dict(),
+               path)
     return path
 
 
 def _run_study(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, str(REPO / "scripts" / "fewshot_study.py"), *args], cwd=REPO, env=env,
-                          capture_output=True, text=True, timeout=300)
+    return subprocess.run([sys.executable, str(REPO / "scripts" / "fewshot_study.py"), *args], cwd=REPO,
+                          env=env, capture_output=True, text=True, timeout=300)
 
 
 @pytest.mark.subprocess
@@ -156,14 +164,16 @@ def test_missing_prior_stops_before_any_training(tmp_path: Path, subprocess_env:
 def test_study_end_to_end_and_resume(tmp_path: Path, subprocess_env: dict[str, str]) -> None:
     root = _persons_root(tmp_path / "persons_root")
     out = tmp_path / "study"
-    train = ["model=tiny", f"model.generator_weights={_tiny_prior(tmp_path / 'prior.pth')}", "model.init=pretrained",
-             "logger=csv", "iterations=2", "val_every=2", "num_sample_images=2", "validate_before_training=false",
-             "data.num_workers=0", "data.samples_per_epoch=4", "data.val_copies=1", "data.val_degradations=[severe]",
+    train = ["model=tiny", f"model.generator_weights={_tiny_prior(tmp_path / 'prior.pth')}",
+             "model.init=pretrained", "logger=csv", "iterations=2", "val_every=2", "num_sample_images=2",
+             "validate_before_training=false", "data.num_workers=0", "data.samples_per_epoch=4",
+             "data.val_copies=1", "data.val_degradations=[severe]",
              "callbacks.checkpoint.every_n_iters=2", "trainer.enable_model_summary=false"]
     evaluate = ["metrics.lpips=false", "metrics.fid=false", "metrics.niqe=false", "protocol.copies=1",
                 "save_inputs=false", "device=cpu"]
     args = ["--persons-root", str(root), "--persons", "3", "--train-photos", "2", "--others-count", "1",
-            "--out", str(out), *[f"--train-override={o}" for o in train], *[f"--eval-override={o}" for o in evaluate]]
+            "--out", str(out), *[f"--train-override={o}" for o in train],
+            *[f"--eval-override={o}" for o in evaluate]]
     proc = _run_study(args, subprocess_env)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "| **mean ± std** (n=2) | severe |" in proc.stdout  # the table is printed
@@ -173,25 +183,31 @@ def test_study_end_to_end_and_resume(tmp_path: Path, subprocess_env: dict[str, s
     assert [persons[n]["status"] for n in ("alice", "bob", "carol")] == ["ok", "ok", "failed"]
     assert "2 usable photo(s), need 3" in persons["carol"]["reason"]
     for name in ("alice", "bob"):
-        assert (persons[name]["usable_photos"], persons[name]["train_photos"], persons[name]["holdout_photos"]) == (4, 2, 2)
+        assert (persons[name]["usable_photos"], persons[name]["train_photos"],
+                persons[name]["holdout_photos"]) == (4, 2, 2)
         assert persons[name]["train_wall_s"] > 0 and persons[name]["eval_wall_s"] > 0
     assert data["settings"]["others"] == ["dave"] and data["settings"]["levels"] == list(LEVELS)
     expected = {(p, PERSON_SET, lv, m) for p in ("alice", "bob") for lv in LEVELS for m in STUDY_METRICS}
-    expected |= {(p, OTHERS_SET, lv, m) for p in ("alice", "bob") for lv in LEVELS for m in SPECIFICITY_METRICS}
+    expected |= {(p, OTHERS_SET, lv, m) for p in ("alice", "bob") for lv in LEVELS
+                 for m in SPECIFICITY_METRICS}
     assert {(r["person"], r["set"], r["level"], r["metric"]) for r in data["rows"]} == expected
     for row in data["rows"]:
-        assert isinstance(row["base"], float) and isinstance(row["tuned"], float), row  # dlib ran, nothing missing
+        # dlib ran, nothing missing
+        assert isinstance(row["base"], float) and isinstance(row["tuned"], float), row
         assert math.isfinite(row["base"]) and math.isfinite(row["tuned"]), row
         assert row["delta"] == pytest.approx(row["tuned"] - row["base"])
     psnr = [r for r in data["rows"] if r["metric"] == "psnr"]
-    assert all(5 < r["base"] < 60 for r in psnr) and any(r["delta"] != 0 for r in psnr)  # the run changed the model
+    # the run changed the model
+    assert all(5 < r["base"] < 60 for r in psnr) and any(r["delta"] != 0 for r in psnr)
     summary = {(s["set"], s["level"], s["metric"]): s for s in data["summary"]}
     for (set_name, level, metric), agg in summary.items():
-        values = [r["delta"] for r in data["rows"] if (r["set"], r["level"], r["metric"]) == (set_name, level, metric)]
+        values = [r["delta"] for r in data["rows"]
+                  if (r["set"], r["level"], r["metric"]) == (set_name, level, metric)]
         assert agg["n"] == 2 and agg["delta_mean"] == pytest.approx(np.mean(values))
         assert agg["delta_std"] == pytest.approx(np.std(values, ddof=1))
     assert (out / "persons" / "alice" / "eval" / "report.md").is_file() and (out / "study.csv").is_file()
-    assert (out / "registry" / "alice" / "weights" / "person.json").is_file()  # registered in the study, not the repo
+    # registered in the study, not the repo
+    assert (out / "registry" / "alice" / "weights" / "person.json").is_file()
 
     export = out / "persons" / "bob" / "run" / "export" / "person.json"
     stamp = export.stat().st_mtime_ns

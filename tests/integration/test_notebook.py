@@ -1,4 +1,5 @@
-"""notebooks/quickstart.ipynb: committed with the outputs of a run on the bundled prior, and runs top to bottom.
+"""notebooks/quickstart.ipynb: committed with the outputs of a run on the bundled prior, and runs top to
+bottom.
 
 The suite executes it again (nbclient, CPU, ~2 min).
 
@@ -34,7 +35,8 @@ def _read_notebook() -> nbformat.NotebookNode:
 
 
 def test_committed_notebook_shows_a_complete_run_of_the_bundled_prior() -> None:
-    """Readers on GitHub see the outputs: one top-to-bottom run, no errors, made with today's bundled prior."""
+    """Readers on GitHub see the outputs: one top-to-bottom run, no errors, made with today's bundled
+    prior."""
     notebook = _read_notebook()
     code_cells = [cell for cell in notebook.cells if cell.cell_type == "code"]
     assert len(code_cells) >= 8, "the quickstart lost its steps"
@@ -46,10 +48,10 @@ def test_committed_notebook_shows_a_complete_run_of_the_bundled_prior() -> None:
     text = "".join(out.get("text", "") for out in outputs)
     prior = weight_path("gpen-compact-256", download=False)
     assert f"gpen-compact-256: {prior.name}, {prior.stat().st_size / 1e6:.1f} MB" in text, (
-        "the committed outputs were made with another prior: re-run the notebook and commit it with its outputs "
-        "(python -c \"import nbformat, nbclient; p = 'notebooks/quickstart.ipynb'; nb = nbformat.read(p, 4); "
-        "nbclient.NotebookClient(nb, resources={'metadata': {'path': 'notebooks'}}).execute(); "
-        "nbformat.write(nb, p)\")")
+        "the committed outputs were made with another prior: re-run the notebook and commit it with its "
+        "outputs (python -c \"import nbformat, nbclient; p = 'notebooks/quickstart.ipynb'; nb = "
+        "nbformat.read(p, 4); nbclient.NotebookClient(nb, resources={'metadata': {'path': "
+        "'notebooks'}}).execute(); nbformat.write(nb, p)\")")
     assert notebook.metadata.kernelspec.name == "python3"
 
 

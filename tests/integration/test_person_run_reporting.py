@@ -65,7 +65,8 @@ def test_printed_commands_are_shell_quoted(tmp_path: Path) -> None:
     assert _command(text, "restore.py")[-4:] == ["--person", "alice", "--persons-dir", str(persons)]
     assert _command(text, "evaluate.py")[-1] == f'paths.persons_dir="{persons}"'
     prior = export_lines(path, None, None, 10, None)
-    assert f"model.generator_weights={path}" in shlex.split(prior.splitlines()[-1].split("few-shot runs: ")[1][:-1])
+    assert f"model.generator_weights={path}" in shlex.split(
+        prior.splitlines()[-1].split("few-shot runs: ")[1][:-1])
 
 
 def test_printed_overrides_parse_back_to_the_paths() -> None:
@@ -85,7 +86,8 @@ def test_person_run_ends_with_evaluate_and_restore_commands(compose_train, tmp_p
     assert _command(out, "evaluate.py")[2:] == ["person=obama", f"ckpt={run_dir}"]
     assert _command(out, "restore.py")[-2:] == ["--person", "obama"]  # persons dir: $GPEN_FEWSHOT_PERSONS_DIR
     card = (run_dir / "export" / "README.md").read_text(encoding="utf-8")  # the model card, registered too
-    assert card == (Path(cfg.paths.persons_dir) / "obama" / "weights" / "README.md").read_text(encoding="utf-8")
+    assert card == (Path(cfg.paths.persons_dir) / "obama" / "weights"
+                    / "README.md").read_text(encoding="utf-8")
     assert "| training photos | 3 |" in card and "| iterations | 2 |" in card and "| loss | content |" in card
     assert "| experiment | smoke |" in card and "PSNR (dB" in card and "without that person's consent" in card
 

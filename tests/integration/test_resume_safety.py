@@ -1,5 +1,6 @@
-"""Resuming is safe: a checkpoint that cannot continue the configured run is refused before anything is written,
-a failed start writes no checkpoint, and the printed resume command reproduces the run (issue 15, item 1)."""
+"""Resuming is safe: a checkpoint that cannot continue the configured run is refused before anything is
+written, a failed start writes no checkpoint, and the printed resume command reproduces the run (issue 15,
+item 1)."""
 
 from __future__ import annotations
 
@@ -26,8 +27,8 @@ pytestmark = pytest.mark.usefixtures("torch_single_thread")
 
 def _interrupted_run(compose_train, stop_at, run_dir: Path, *overrides: str) -> Path:
     """A 4-iteration run stopped after 2 (as after Ctrl-C); returns its last.ckpt."""
-    cfg = compose_train("iterations=4", "validate_before_training=false", "data.samples_per_epoch=4", *overrides,
-                        output_dir=run_dir)
+    cfg = compose_train("iterations=4", "validate_before_training=false", "data.samples_per_epoch=4",
+                        *overrides, output_dir=run_dir)
     module, trainer = build_module(cfg), build_trainer(cfg)
     trainer.callbacks.append(stop_at(2))
     trainer.fit(module, datamodule=instantiate(cfg.data))
@@ -37,7 +38,8 @@ def _interrupted_run(compose_train, stop_at, run_dir: Path, *overrides: str) -> 
 def test_mismatched_resume_is_one_error_and_writes_nothing(compose_train, stop_at, tmp_path: Path, capsys,
                                                            monkeypatch) -> None:
     ckpt = _interrupted_run(compose_train, stop_at, tmp_path / "first")
-    cfg = compose_train("iterations=4", "model.narrow=0.25", f"ckpt_path={ckpt}", output_dir=tmp_path / "second")
+    cfg = compose_train("iterations=4", "model.narrow=0.25", f"ckpt_path={ckpt}",
+                        output_dir=tmp_path / "second")
     with pytest.raises(ResumeMismatchError, match="does not match this config"):
         train(cfg)
     assert not (tmp_path / "second" / "checkpoints").exists()
@@ -97,8 +99,9 @@ def test_resume_command_repeats_the_overrides_shell_quoted(tmp_path: Path) -> No
 def test_printed_resume_command_continues_the_run(tmp_path: Path, subprocess_env) -> None:
     """The issue's repro: Ctrl-C, run the printed command (it must finish the run), then resume=true twice."""
     run_dir = tmp_path / "run"
-    args = [SEARCHPATH, "data=synthetic", "experiment=smoke", "logger=none", "iterations=400", "val_every=400",
-            "callbacks.checkpoint.every_n_iters=5", f"paths.log_dir={tmp_path}", f"hydra.run.dir={run_dir}"]
+    args = [SEARCHPATH, "data=synthetic", "experiment=smoke", "logger=none", "iterations=400",
+            "val_every=400", "callbacks.checkpoint.every_n_iters=5", f"paths.log_dir={tmp_path}",
+            f"hydra.run.dir={run_dir}"]
     proc = subprocess.Popen([sys.executable, "train.py", *args], cwd=REPO_ROOT, env=subprocess_env,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
@@ -115,8 +118,8 @@ def test_printed_resume_command_continues_the_run(tmp_path: Path, subprocess_env
     words = shlex.split(printed.group(1))
     assert words[:2] == ["python", "train.py"] and "iterations=400" in words and "experiment=smoke" in words
     words = [w for w in words if not w.startswith("iterations=")] + ["iterations=12"]  # finish it quickly
-    done = subprocess.run([sys.executable, *words[1:]], cwd=REPO_ROOT, env=subprocess_env, capture_output=True,
-                          text=True, timeout=240)
+    done = subprocess.run([sys.executable, *words[1:]], cwd=REPO_ROOT, env=subprocess_env,
+                          capture_output=True, text=True, timeout=240)
     assert done.returncode == 0, done.stderr[-3000:]
     for _ in range(2):
         again = subprocess.run([sys.executable, "train.py", *args[:-1], "iterations=12", "resume=true"],

@@ -35,8 +35,10 @@ def test_unsafe_person_name_is_refused_before_any_folder_exists(name: str, tmp_p
     logs = tmp_path / "deep" / "outputs"
     env = {**subprocess_env}
     env.pop("HYDRA_FULL_ERROR")
-    result = subprocess.run([sys.executable, "train.py", f"person={name}", f"paths.log_dir={logs}", "logger=none"],
+    result = subprocess.run([sys.executable, "train.py", f"person={name}", f"paths.log_dir={logs}",
+                             "logger=none"],
                             cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=120)
     assert result.returncode == 1, result.stderr[-2000:]
-    assert result.stderr.strip().splitlines() == [result.stderr.strip()] and "invalid person name" in result.stderr
+    assert (result.stderr.strip().splitlines() == [result.stderr.strip()] and
+            "invalid person name" in result.stderr)
     assert not (tmp_path / "deep").exists() and not (tmp_path / "x").exists()

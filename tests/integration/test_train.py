@@ -58,7 +58,8 @@ def test_experiment_composes_with_its_own_settings(experiment: str, compose_trai
     with torch.device("meta"):  # the experiment's real architecture, without allocating it
         generator = GPENGenerator(**model.generator_kwargs())
         discriminator = GPENDiscriminator(**model.discriminator_kwargs())
-    stages = freezing.resolve(int(cfg.iterations), generator.parameter_groups(), discriminator.parameter_groups())
+    stages = freezing.resolve(int(cfg.iterations), generator.parameter_groups(),
+                              discriminator.parameter_groups())
     assert stages[0].generator_params and stages[0].discriminator_params
     assert optim.lr_g > 0 and loss.r1_interval >= 1 and cfg.data.size == model.size
     assert "_target_" in cfg.trainer and int(cfg.iterations) >= 1
@@ -72,10 +73,13 @@ def test_experiment_composes_with_its_own_settings(experiment: str, compose_trai
         assert loss.feature_matching > 0 and loss.adversarial == 0 and loss.train_discriminator
     if experiment == "pretrain_cpu":  # the residual recipe meant to replace it (issue 13)
         assert model.name == "compact_256" and optim.betas_g == (0.9, 0.99) and loss.l1 == 1.0
-        assert model.residual and not loss.train_discriminator and loss.adversarial == loss.feature_matching == 0
+        assert (model.residual and not loss.train_discriminator and
+                loss.adversarial == loss.feature_matching == 0)
         assert loss.identity > 0 and loss.identity_network == "mobilefacenet"  # L1 + MobileFaceNet identity
-        assert optim.lr_g == 1e-3 and not optim.group_lr_scales  # one LR (raised conv-group LRs measured worse)
-        assert cfg.data.augment.soften_prob > 0 and cfg.degradation.weights[0] > 0  # soft faces and "none" kept
+        # one LR (raised conv-group LRs measured worse)
+        assert optim.lr_g == 1e-3 and not optim.group_lr_scales
+        # soft faces and "none" kept
+        assert cfg.data.augment.soften_prob > 0 and cfg.degradation.weights[0] > 0
 
 
 @pytest.mark.parametrize("experiment", EXPERIMENTS)
@@ -88,7 +92,8 @@ def test_experiment_runs_a_few_iterations(experiment: str, compose_train) -> Non
     final = load_generator(run_dir / "checkpoints" / "last.ckpt")  # its EMA generator
     assert all(torch.equal(v, final.state_dict()[k]) for k, v in exported.state_dict().items())
     assert not (run_dir / "export" / "person.json").exists()
-    assert (run_dir / "samples" / "iter_000002.png").is_file() and (run_dir / "samples" / "iter_000000.png").is_file()
+    assert ((run_dir / "samples" / "iter_000002.png").is_file() and
+            (run_dir / "samples" / "iter_000000.png").is_file())
     assert metrics["val/psnr"] > 0
 
 
@@ -100,8 +105,9 @@ def test_demo_person_through_the_real_data_pipeline(compose_train, tmp_path: Pat
     from gpen_fewshot.export import default_export_dir, load_person
     from gpen_fewshot.faces.identity import IdentityEmbedder
 
-    cfg = compose_train("experiment=smoke", "iterations=2", "val_every=2", f"data.cache_dir={tmp_path / 'prepared'}",
-                        "data.val_degradations=[moderate]", "data.val_copies=1", "trainer.enable_model_summary=false",
+    cfg = compose_train("experiment=smoke", "iterations=2", "val_every=2",
+                        f"data.cache_dir={tmp_path / 'prepared'}", "data.val_degradations=[moderate]",
+                        "data.val_copies=1", "trainer.enable_model_summary=false",
                         "export.register=true", "loss.identity_reference=0.05", shrink=False)
     assert Path(cfg.person_dir) == REPO_ROOT / "data" / "demo" / "person_obama" and cfg.model.size == 32
     metrics = train(cfg)
@@ -113,14 +119,18 @@ def test_demo_person_through_the_real_data_pipeline(compose_train, tmp_path: Pat
     assert len(prepared.train_crops) == 3 and len(prepared.holdout_crops) == 1  # all 4 photos pass at 32 px
     weights = load_person(run_dir / "export")
     meta = weights.metadata
-    assert (meta.name, meta.n_photos, meta.base_model, weights.mode) == ("obama", 3, None, "full")  # random init
+    # random init
+    assert (meta.name, meta.n_photos, meta.base_model, weights.mode) == ("obama", 3, None, "full")
     assert meta.metrics["psnr"] == pytest.approx(metrics["val/psnr"]) and len(meta.config_hash) == 64
-    assert meta.identity_loss == "mobilefacenet"  # the reference pull read MobileFaceNet: reports mark its metric
-    expected = person_reference([read_image(p) for p in prepared.train_crops], IdentityEmbedder(template="gpen"))
+    # the reference pull read MobileFaceNet: reports mark its metric
+    assert meta.identity_loss == "mobilefacenet"
+    expected = person_reference([read_image(p) for p in prepared.train_crops],
+                                IdentityEmbedder(template="gpen"))
     np.testing.assert_allclose(weights.reference_embedding, expected, atol=1e-6)
     registered = default_export_dir("obama", tmp_path / "persons")
     assert load_person("obama").path == registered  # found by name ($GPEN_FEWSHOT_PERSONS_DIR = tmp/persons)
-    assert (registered / "model.safetensors").read_bytes() == (run_dir / "export" / "model.safetensors").read_bytes()
+    assert ((registered / "model.safetensors").read_bytes() ==
+            (run_dir / "export" / "model.safetensors").read_bytes())
     out = capsys.readouterr().out
     assert f"run export: {run_dir / 'export'}" in out and f"registered: {registered}" in out
     # validation saw exactly evaluate.py's inputs for the held-out photo (same protocol seed, level, copies)
@@ -129,7 +139,8 @@ def test_demo_person_through_the_real_data_pipeline(compose_train, tmp_path: Pat
     datamodule = instantiate(cfg.data)
     datamodule.setup("validate")
     photos = person_photos(cfg.person_dir, 32, "gpen", cache_dir=tmp_path / "prepared")
-    inputs = build_eval_set("person", photos.holdout, 32, "gpen", ProtocolConfig(("moderate",), 1, int(cfg.data.val_seed)))
+    inputs = build_eval_set("person", photos.holdout, 32, "gpen",
+                            ProtocolConfig(("moderate",), 1, int(cfg.data.val_seed)))
     assert len(datamodule.val_set) == len(inputs.lq) == 1
     assert np.array_equal(tensor_to_image(datamodule.val_set[0]["lq"]), inputs.lq[0])
     # a folder holding only the registered weights/ does not hide the demo photos from the next run
@@ -195,8 +206,9 @@ def test_slurm_launcher_config_composes(compose_train) -> None:
 def _resume_cfg(compose_train, run_dir: Path):
     cfg = compose_train("iterations=4", "val_every=2", "optim.ema_decay=0.5", "optim.warmup_iters=1",
                         "loss.r1_interval=2", "loss.path_length=1.0", "loss.path_length_interval=2",
-                        "freezing.stages.1.start=3", "data.samples_per_epoch=4", "validate_before_training=false",
-                        "callbacks.checkpoint.every_n_iters=2", output_dir=run_dir)
+                        "freezing.stages.1.start=3", "data.samples_per_epoch=4",
+                        "validate_before_training=false", "callbacks.checkpoint.every_n_iters=2",
+                        output_dir=run_dir)
     return cfg
 
 
@@ -238,7 +250,8 @@ def test_find_resume_checkpoint(tmp_path: Path) -> None:
     assert find_resume_checkpoint(None, True, runs, current_run_dir=new) == old / "checkpoints" / "last.ckpt"
     assert find_resume_checkpoint(None, str(old), runs) == old / "checkpoints" / "last.ckpt"
     assert find_resume_checkpoint(None, False, runs) is None
-    assert find_resume_checkpoint(str(old / "checkpoints" / "last.ckpt"), True, runs) == old / "checkpoints" / "last.ckpt"
+    assert (find_resume_checkpoint(str(old / "checkpoints" / "last.ckpt"), True, runs) ==
+            old / "checkpoints" / "last.ckpt")
     with pytest.raises(FileNotFoundError, match="no checkpoints/last.ckpt"):
         find_resume_checkpoint(None, True, tmp_path / "nobody")
     with pytest.raises(FileNotFoundError, match="ckpt_path"):
@@ -284,7 +297,8 @@ def test_ddp_two_cpu_processes(tmp_path: Path, subprocess_env, compose_train) ->
     initial = build_module(cfg)
     groups = initial.generator.parameter_groups()
     for name in groups["mapping"] + groups["decoder_coarse"]:
-        assert torch.equal(ckpt["state_dict"][f"generator.{name}"], initial.generator.state_dict()[name]), name
+        assert torch.equal(ckpt["state_dict"][f"generator.{name}"],
+                           initial.generator.state_dict()[name]), name
     changed = [n for n in groups["encoder"] if not torch.equal(ckpt["state_dict"][f"generator.{n}"],
                                                                 initial.generator.state_dict()[n])]
     assert changed
@@ -295,8 +309,8 @@ def test_ddp_two_cpu_processes(tmp_path: Path, subprocess_env, compose_train) ->
 def test_interrupted_run_leaves_a_usable_checkpoint(signum: int, tmp_path: Path, subprocess_env) -> None:
     run_dir = tmp_path / "run"
     ckpt = run_dir / "checkpoints" / "last.ckpt"
-    args = [*TINY_CLI, "experiment=smoke", "iterations=100000", "val_every=100000", f"hydra.run.dir={run_dir}",
-            "callbacks.checkpoint.every_n_iters=5"]
+    args = [*TINY_CLI, "experiment=smoke", "iterations=100000", "val_every=100000",
+            f"hydra.run.dir={run_dir}", "callbacks.checkpoint.every_n_iters=5"]
     proc = subprocess.Popen([sys.executable, str(REPO_ROOT / "train.py"), *args], cwd=REPO_ROOT,
                             env=subprocess_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
@@ -315,6 +329,7 @@ def test_interrupted_run_leaves_a_usable_checkpoint(signum: int, tmp_path: Path,
     assert state["gpen_fewshot"]["iteration"] == reached >= 5, output[-2000:]
     assert not list(ckpt.parent.glob(".*tmp"))  # no half-written files left behind
     assert "stopped at iteration" in output and "continue with: " in output, output[-2000:]
-    assert proc.returncode == 128 + signum, output[-2000:]  # 130 / 143: an interrupted job, not a finished one
+    # 130 / 143: an interrupted job, not a finished one
+    assert proc.returncode == 128 + signum, output[-2000:]
     samples = sorted(p.name for p in (run_dir / "samples").glob("*.png"))
     assert samples == ["iter_000000.png"], samples  # no validation between the signal and the checkpoint

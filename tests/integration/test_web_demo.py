@@ -23,7 +23,8 @@ import pytest
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DEMO_PHOTO = REPO_ROOT / "data" / "demo" / "group" / "Solvay_conference_1927.png"
-CHROMIUM = Path("/usr/bin/chromium")  # Debian's package (.ci/run installs it); Playwright's own builds need internet
+# Debian's package (.ci/run installs it); Playwright's own builds need internet
+CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 START_TIMEOUT_S = 120
@@ -58,9 +59,10 @@ def app_url(tmp_path: Path):
     port = _free_port()
     env = dict(os.environ)
     env.update({"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1",
-                "GPEN_FEWSHOT_WEIGHTS_DIR": str(tmp_path / "weights"),  # no downloaded GPEN-BFR-512: the prior
-                "GPEN_FEWSHOT_PERSONS_DIR": str(tmp_path / "persons"), "GRADIO_TEMP_DIR": str(tmp_path / "gradio"),
-                "GRADIO_ANALYTICS_ENABLED": "False"})
+                # no downloaded GPEN-BFR-512: the prior
+                "GPEN_FEWSHOT_WEIGHTS_DIR": str(tmp_path / "weights"),
+                "GPEN_FEWSHOT_PERSONS_DIR": str(tmp_path / "persons"),
+                "GRADIO_TEMP_DIR": str(tmp_path / "gradio"), "GRADIO_ANALYTICS_ENABLED": "False"})
     log = tmp_path / "app.log"
     with log.open("w") as out:
         process = subprocess.Popen([sys.executable, "app.py", "--port", str(port), "--output-dir",
@@ -81,8 +83,10 @@ def app_url(tmp_path: Path):
 
 @pytest.fixture
 def browser_page(tmp_path: Path):
-    """A Playwright page in Debian's headless Chromium that can reach 127.0.0.1 only; yields (page, blocked)."""
-    sync_api = pytest.importorskip("playwright.sync_api", reason="needs the playwright package (pip install playwright)")
+    """A Playwright page in Debian's headless Chromium that can reach 127.0.0.1 only; yields (page,
+    blocked)."""
+    sync_api = pytest.importorskip("playwright.sync_api",
+                                   reason="needs the playwright package (pip install playwright)")
     if shutil.which(str(CHROMIUM)) is None:
         pytest.skip(f"needs Chromium at {CHROMIUM} (apt-get install chromium)")
     blocked: list[str] = []

@@ -137,4 +137,5 @@ def test_bad_inputs_raise_clear_errors() -> None:
     with pytest.raises(ValueError, match="degenerate"):
         estimate_alignment(np.ones((5, 2)), 256)
     with pytest.raises(ValueError, match="border"):
-        align_face(np.zeros((10, 10, 3), np.uint8), np.random.default_rng(0).random((5, 2)), 64, border="wrap")
+        align_face(np.zeros((10, 10, 3), np.uint8), np.random.default_rng(0).random((5, 2)), 64,
+                   border="wrap")

@@ -1,4 +1,5 @@
-"""GPEN generator / discriminator: reference parity, key names, parameter groups, autocast, double backward."""
+"""GPEN generator / discriminator: reference parity, key names, parameter groups, autocast, double
+backward."""
 
 from __future__ import annotations
 
@@ -106,7 +107,8 @@ def test_generator_parameter_groups_partition() -> None:
     assert "generator.convs.4.conv.weight" in groups["decoder_middle"]  # 32 px
     assert "generator.convs.7.activate.bias" in groups["decoder_middle"]  # 64 px
     assert "generator.convs.8.conv.weight" in groups["decoder_fine"]  # 128 px
-    assert all(".to_rgb" in f".{n}" for n in groups["to_rgb"]) and "generator.to_rgb1.bias" in groups["to_rgb"]
+    assert (all(".to_rgb" in f".{n}" for n in groups["to_rgb"]) and
+            "generator.to_rgb1.bias" in groups["to_rgb"])
 
 
 def test_discriminator_parameter_groups_partition() -> None:
@@ -273,14 +275,15 @@ def test_benchmark_script_smoke(tmp_path: Path) -> None:
 
 
 def test_benchmark_named_case_prints_its_time_floor_and_ratio_last() -> None:
-    cmd = [sys.executable, str(ROOT / "scripts" / "benchmark.py"), "--case", "gpen256-forward", "--repeats", "1",
-           "--matmul-size", "256", "--threads", "1", "--no-isolate", "--precision", "fp32"]
+    cmd = [sys.executable, str(ROOT / "scripts" / "benchmark.py"), "--case", "gpen256-forward", "--repeats",
+           "1", "--matmul-size", "256", "--threads", "1", "--no-isolate", "--precision", "fp32"]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=ROOT, check=False)
     assert proc.returncode == 0, proc.stderr[-2000:]
     last = proc.stdout.strip().splitlines()[-1]
     values = dict(item.split("=") for item in last.split())
     assert list(values) == ["time_s", "floor_s", "ratio"]
-    assert float(values["ratio"]) == pytest.approx(float(values["time_s"]) / float(values["floor_s"]), rel=0.01)
+    assert float(values["ratio"]) == pytest.approx(float(values["time_s"]) / float(values["floor_s"]),
+                                                   rel=0.01)
     fp16_cpu = subprocess.run([*cmd[:4], "--precision", "fp16"], capture_output=True, text=True, timeout=120,
                               cwd=ROOT, check=False)
     assert fp16_cpu.returncode != 0 and "CUDA only" in fp16_cpu.stderr

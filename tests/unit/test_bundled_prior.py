@@ -27,9 +27,11 @@ from gpen_fewshot.weights import REGISTRY, ChecksumMismatchError, WeightsUnavail
 
 REPO = Path(__file__).resolve().parents[2]
 G_NAME, D_NAME = "gpen-compact-256", "gpen-compact-256-D"
-COMPACT_G = GeneratorConfig(size=256, style_dim=256, n_mlp=4, channel_multiplier=1, narrow=0.25, residual=True)
+COMPACT_G = GeneratorConfig(size=256, style_dim=256, n_mlp=4, channel_multiplier=1, narrow=0.25,
+                            residual=True)
 COMPACT_D = DiscriminatorConfig(size=256, channel_multiplier=1, narrow=0.25)
-LICENCE = "non-commercial research only (trained on UTKFace; see gpen_fewshot/assets/weights/gpen-compact-256.md)"
+LICENCE = ("non-commercial research only (trained on UTKFace; see "
+           "gpen_fewshot/assets/weights/gpen-compact-256.md)")
 
 pytestmark = pytest.mark.usefixtures("torch_single_thread")
 
@@ -37,7 +39,8 @@ pytestmark = pytest.mark.usefixtures("torch_single_thread")
 @pytest.fixture(scope="module")
 def bundled(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A stand-in for gpen_fewshot/assets/weights/ holding a random compact prior exported in the real format
-    (from a checkpoint dict laid out like GPENFewShotModule's Lightning checkpoints). Read-only for the tests."""
+    (from a checkpoint dict laid out like GPENFewShotModule's Lightning checkpoints). Read-only for the
+    tests."""
     root = tmp_path_factory.mktemp("bundled_prior")
     torch.manual_seed(0)
     generator, discriminator = GPENGenerator.from_config(COMPACT_G), GPENDiscriminator.from_config(COMPACT_D)
@@ -80,7 +83,8 @@ def test_registry_entries() -> None:
     assert (g.location, d.location) == ("bundled", "bundled") and g.url is None and d.url is None
     assert (g.filename, d.filename) == ("gpen-compact-256.safetensors", "gpen-compact-256-D.safetensors")
     assert g.licence == LICENCE and d.licence == LICENCE
-    assert (g.sha256, g.size) == (weights.COMPACT_256_SHA256, weights.COMPACT_256_SIZE)  # driven by the constants
+    # driven by the constants
+    assert (g.sha256, g.size) == (weights.COMPACT_256_SHA256, weights.COMPACT_256_SIZE)
     assert (d.sha256, d.size) == (weights.COMPACT_256_D_SHA256, weights.COMPACT_256_D_SIZE)
     assert weights.destination(G_NAME) == REPO / "gpen_fewshot" / "assets" / "weights" / g.filename
 
@@ -139,7 +143,8 @@ def test_compact_256_preset_starts_from_the_bundled_prior(bundled: Path, use_bun
 
     use_bundled(bundled)
     config = _compact_256_preset()
-    assert (config.init, config.generator_weights, config.discriminator_weights) == ("pretrained", G_NAME, D_NAME)
+    assert ((config.init, config.generator_weights, config.discriminator_weights) ==
+            ("pretrained", G_NAME, D_NAME))
     generator, discriminator, sources = build_networks(config)
     assert sources.generator == str(bundled / "gpen-compact-256.safetensors")
     assert sources.discriminator == str(bundled / "gpen-compact-256-D.safetensors")
@@ -158,7 +163,8 @@ def test_restoration_default_base_is_the_bundled_prior(bundled: Path, tmp_path: 
     model = load_base_model()
     assert model.size == 256 and model.source == G_NAME and model.template == "gpen"
     use_bundled(tmp_path / "empty")
-    with pytest.raises(BaseModelUnavailableError, match="bundled compact prior 'gpen-compact-256' is missing") as info:
+    with pytest.raises(BaseModelUnavailableError,
+                       match="bundled compact prior 'gpen-compact-256' is missing") as info:
         default_base_name()
     assert "GPEN-BFR-512.pth" in str(info.value) and str(tmp_path / "weights") in str(info.value)
 
@@ -169,12 +175,13 @@ def test_shipped_prior_files_are_pinned(name: str) -> None:
     constants at the top) and match; until then the registry reports it as missing from the install."""
     spec, path = REGISTRY[name], weights.destination(name)
     if spec.sha256 is None and spec.size is None:
-        assert not path.exists(), (f"{path} is shipped but not pinned: paste the COMPACT_256* lines printed by "
-                                   "scripts/export_prior.py into gpen_fewshot/weights.py")
+        assert not path.exists(), (f"{path} is shipped but not pinned: paste the COMPACT_256* lines printed "
+                                   "by scripts/export_prior.py into gpen_fewshot/weights.py")
         with pytest.raises(WeightsUnavailableError, match="missing from the installed package"):
             weight_path(name)
         return
     assert spec.sha256 is not None and spec.size is not None, "pin both the sha256 and the size"
     assert weights.verify(name) == spec.sha256 and path.stat().st_size == spec.size
-    loader, config = (load_generator, COMPACT_G) if spec.kind == "generator" else (load_discriminator, COMPACT_D)
+    loader, config = ((load_generator, COMPACT_G) if spec.kind == "generator"
+                      else (load_discriminator, COMPACT_D))
     assert loader(name).config == config  # strict, into the compact architecture

@@ -100,7 +100,8 @@ def _save_lightning(path, m):
     for prefix, model in (("generator.", m["g"]), ("generator_ema.", m["g_ema"]), ("discriminator.", m["d"])):
         state.update({prefix + k: v for k, v in model.state_dict().items()})
     torch.save({"state_dict": state, "pytorch-lightning_version": "2.6.6", "epoch": 3, "global_step": 10,
-                "optimizer_states": [], "hyper_parameters": {"lr": 0.002, "generator": m["g_ema"].config}}, path)
+                "optimizer_states": [], "hyper_parameters": {"lr": 0.002, "generator": m["g_ema"].config}},
+               path)
 
 
 def _save_safetensors(path, m):
@@ -149,7 +150,8 @@ def test_extract_prefers_g_ema_and_strips_wrappers(models):
     g, g_ema = models["g"].state_dict(), models["g_ema"].state_dict()
     nested = {"_orig_mod." + k: v for k, v in g_ema.items()}
     assert extract_state_dict({"g": g, "g_ema": nested}).keys() == g_ema.keys()
-    assert extract_state_dict({"params_ema": g_ema, "params": g})["ecd0.0.0.weight"] is g_ema["ecd0.0.0.weight"]
+    assert (extract_state_dict({"params_ema": g_ema, "params": g})["ecd0.0.0.weight"] is
+            g_ema["ecd0.0.0.weight"])
     with pytest.raises(CheckpointError, match=r"no discriminator state dict found \(top-level keys: 'g'"):
         extract_state_dict({"g": g}, kind="discriminator")
     with pytest.raises(CheckpointError, match="holds a list"):
@@ -200,7 +202,8 @@ def test_unusual_values_are_recovered_simply():
 def test_inconsistent_shapes_name_the_tensor():
     state = _meta_state_dict(KEYS_DIR / "keys_GPEN-BFR-512.txt")
     state["generator.convs.5.conv.weight"] = torch.empty(1, 512, 512, 3, 3, device="meta")
-    with pytest.raises(CheckpointError, match=r"closest: channel_multiplier 2, narrow 1: 1 tensor\(s\) with the "
+    with pytest.raises(CheckpointError,
+                       match=r"closest: channel_multiplier 2, narrow 1: 1 tensor\(s\) with the "
                        r"wrong shape \(first: generator.convs.5.conv.weight has shape \(1, 512, 512, 3, 3\), "
                        r"expected \(1, 512, 1024, 3, 3\)\)"):
         infer_generator_config(state)
@@ -222,9 +225,11 @@ def good_file(models, tmp_path) -> Path:
      "file is truncated or not a PyTorch/safetensors file"),
     (lambda p, good: p.write_bytes(good.read_bytes()[: good.stat().st_size // 2]),
      "file is truncated or not a PyTorch/safetensors file"),
-    (lambda p, good: p.write_text("size: 512\nnarrow: 1\n"), "file is truncated or not a PyTorch/safetensors"),
+    (lambda p, good: p.write_text("size: 512\nnarrow: 1\n"),
+     "file is truncated or not a PyTorch/safetensors"),
     (lambda p, good: p.write_bytes(b""), "file is empty"),
-    (lambda p, good: p.write_bytes(b"junk"), "file is truncated or not a PyTorch/safetensors"),  # struct.error
+    # struct.error
+    (lambda p, good: p.write_bytes(b"junk"), "file is truncated or not a PyTorch/safetensors"),
 ])
 def test_unreadable_files(make, message, good_file, tmp_path):
     bad = tmp_path / "bad.pth"
@@ -239,7 +244,8 @@ def test_truncated_safetensors(models, tmp_path):
     path = tmp_path / "m.safetensors"
     _save_safetensors(path, models)
     path.write_bytes(path.read_bytes()[:-100])
-    with pytest.raises(CheckpointError, match=f"^{path}: file is truncated or not a PyTorch/safetensors file"):
+    with pytest.raises(CheckpointError,
+                       match=f"^{path}: file is truncated or not a PyTorch/safetensors file"):
         load_generator(path)
 
 
@@ -292,8 +298,10 @@ def test_person_and_model_exports_load_in_every_mode(models, tmp_path):
     torch.save(base.state_dict(), base_file)
     names = [n for n, _ in tuned.named_parameters()]
     exports = {
-        "delta": export_person(tuned, base_file, tmp_path / "delta", "alice", names, "gpen", {}, None, 3, None),
-        "full": export_person(tuned, None, tmp_path / "full", "alice", names, "gpen", {}, None, 3, None, mode="full"),
+        "delta": export_person(tuned, base_file, tmp_path / "delta", "alice", names, "gpen", {}, None, 3,
+                               None),
+        "full": export_person(tuned, None, tmp_path / "full", "alice", names, "gpen", {}, None, 3, None,
+                              mode="full"),
         "model": export_generator(tuned, tmp_path / "model"),
     }
     for kind, folder in exports.items():
@@ -304,7 +312,8 @@ def test_person_and_model_exports_load_in_every_mode(models, tmp_path):
     half = load_generator(export_generator(tuned, tmp_path / "fp16", dtype="fp16"))
     for name, value in tuned.state_dict().items():
         torch.testing.assert_close(half.state_dict()[name], value, rtol=2e-3, atol=1e-4)
-    base_file.write_bytes(b"changed")  # the delta export's base is gone: the export's message, as CheckpointError
+    # the delta export's base is gone: the export's message, as CheckpointError
+    base_file.write_bytes(b"changed")
     with pytest.raises(CheckpointError, match="base checkpoint mismatch"):
         load_generator(exports["delta"])
     with pytest.raises(CheckpointError, match="expected"):
@@ -313,7 +322,8 @@ def test_person_and_model_exports_load_in_every_mode(models, tmp_path):
 
 def test_wrong_kind_is_named(models, tmp_path):
     torch.save(models["d"].state_dict(), tmp_path / "D.pth")
-    with pytest.raises(CheckpointError, match=f"^{tmp_path / 'D.pth'}: this is a GPEN discriminator state dict, "
+    with pytest.raises(CheckpointError,
+                       match=f"^{tmp_path / 'D.pth'}: this is a GPEN discriminator state dict, "
                        "not a generator$"):
         load_generator(tmp_path / "D.pth")
     torch.save(models["g"].state_dict(), tmp_path / "G.pth")
@@ -344,7 +354,8 @@ def test_registry_name_is_fetched_and_loaded(models, tmp_path, monkeypatch, good
 
 
 def test_registry_name_of_other_kind_and_unknown_paths(tmp_path):
-    with pytest.raises(CheckpointError, match="'RetinaFace-R50' holds detector weights, not a GPEN generator"):
+    with pytest.raises(CheckpointError,
+                       match="'RetinaFace-R50' holds detector weights, not a GPEN generator"):
         load_generator("RetinaFace-R50")
     with pytest.raises(FileNotFoundError, match="not a registered weights name"):
         load_generator(tmp_path / "nothing.pth")

@@ -262,7 +262,8 @@ def test_validation_pairs_are_the_evaluation_protocols_inputs(crops) -> None:
     expected = _protocol_set(val, keys, ("mild", "severe"), 2, seed=5)
     assert len(expected.lq) == lq.shape[0] == 8
     for i in range(8):  # same order, bit-identical uint8 inputs and ground truths
-        assert torch.equal(lq[i], image_to_tensor(expected.lq[i])) and torch.equal(gt[i], image_to_tensor(expected.gt[i]))
+        assert (torch.equal(lq[i], image_to_tensor(expected.lq[i])) and
+                torch.equal(gt[i], image_to_tensor(expected.gt[i])))
 
 
 def test_person_validation_is_seeded_by_the_source_photos_sha256(crops, monkeypatch, tmp_path) -> None:
@@ -319,7 +320,8 @@ def test_augment_flip_zoom_and_jitter_are_what_they_say() -> None:
 def test_detail_changes_soften_or_sharpen_and_leave_the_stream_of_other_configs_alone() -> None:
     rng = np.random.default_rng(3)
     noise = rng.random((64, 64, 3)).astype(np.float32)  # white noise: all detail, so softening shows
-    smooth = cv2.GaussianBlur(noise, (0, 0), 1.0) * 0.5 + 0.25  # soft, mid-grey: room to sharpen without clipping
+    # soft, mid-grey: room to sharpen without clipping
+    smooth = cv2.GaussianBlur(noise, (0, 0), 1.0) * 0.5 + 0.25
     plain = AugmentConfig(hflip_prob=0.0, scale_range=(1.0, 1.0), max_shift=0.0, brightness=0.0, contrast=0.0)
     soft = AugmentConfig(**{**plain.__dict__, "soften_prob": 1.0, "soften_range": (2.0, 2.0)})
     sharp = AugmentConfig(**{**plain.__dict__, "sharpen_prob": 1.0, "sharpen_amount": (1.0, 1.0),

@@ -72,7 +72,8 @@ def test_large_image_is_detected_downscaled_and_mapped_back(detector: FaceDetect
 
 
 def test_landmarks_agree_across_scales(detector: FaceDetector) -> None:
-    """The same photo at 1x and 3x: landmarks agree within this small model's noise (~10% of the eye distance)."""
+    """The same photo at 1x and 3x: landmarks agree within this small model's noise (~10% of the eye
+    distance)."""
     image = read_image(FIXTURES / "obama_000.jpg")
     big = cv2.resize(image, None, fx=3.0, fy=3.0, interpolation=cv2.INTER_CUBIC)
     ref = detector.detect(image)[0]
@@ -129,7 +130,8 @@ def test_module_prefix_is_stripped_and_bad_files_are_named(tmp_path: Path, detec
 
 
 def test_resnet50_file_of_the_released_format_loads(tmp_path: Path) -> None:
-    """RetinaFace-R50 cannot be downloaded here: a random file of the same format (module. prefix) must load."""
+    """RetinaFace-R50 cannot be downloaded here: a random file of the same format (module. prefix) must
+    load."""
     from facexlib.detection.retinaface import RetinaFace
 
     torch.manual_seed(0)

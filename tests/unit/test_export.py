@@ -69,7 +69,8 @@ def _x(seed: int = 3) -> torch.Tensor:
 def test_round_trip_equals_the_tuned_generator(pair, tmp_path):
     base_file, _, tuned, trainable = pair
     out = _export(tuned, base_file, tmp_path / "alice" / "weights", trainable)
-    assert sorted(p.name for p in out.iterdir()) == sorted([CONFIG_FILE, WEIGHTS_FILE, PERSON_FILE, CARD_FILE])
+    assert sorted(p.name for p in out.iterdir()) == sorted([CONFIG_FILE, WEIGHTS_FILE, PERSON_FILE,
+                                                            CARD_FILE])
     weights = load_person(out)
     with torch.inference_mode():
         np.testing.assert_array_equal(weights.build_generator().forward(_x()).numpy(), tuned(_x()).numpy())

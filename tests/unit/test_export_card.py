@@ -1,4 +1,5 @@
-"""Every person export carries a model card (README.md): base, photos, recipe, metrics, use, limits, privacy."""
+"""Every person export carries a model card (README.md): base, photos, recipe, metrics, use, limits,
+privacy."""
 
 from __future__ import annotations
 
@@ -24,12 +25,13 @@ def test_person_export_has_a_card_with_the_facts_and_the_privacy_note(tmp_path: 
     base = tmp_path / "base.pth"
     torch.save(_tuned().state_dict(), base)
     metrics = {"psnr": 24.51234, "id_distance_gt": 0.31, "psnr_moderate": 23.0}
-    out = export_person(_tuned(), base, tmp_path / "alice" / "weights", "alice", [], "gpen", metrics, "cfg", 5,
-                        np.zeros(128), mode="delta", recipe=RECIPE)
+    out = export_person(_tuned(), base, tmp_path / "alice" / "weights", "alice", [], "gpen", metrics, "cfg",
+                        5, np.zeros(128), mode="delta", recipe=RECIPE)
     card = (out / CARD_FILE).read_text(encoding="utf-8")
     assert card.startswith("# Model card: gpen-fewshot person model `alice`")
     assert "| base model | base |" in card and "| training photos | 5 |" in card
-    for row in ("| experiment | fewshot_512 |", "| loss | content |", "| iterations | 200 |", "| lr g | 0.001 |"):
+    for row in ("| experiment | fewshot_512 |", "| loss | content |", "| iterations | 200 |",
+                "| lr g | 0.001 |"):
         assert row in card
     assert "| PSNR (dB, higher = better) | 24.51 |" in card and "`psnr_moderate` 23" in card
     for section in ("## Intended use", "## Limitations", "## Privacy"):

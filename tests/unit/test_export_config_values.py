@@ -36,7 +36,8 @@ def export(tmp_path_factory) -> Path:
     ("top:size", "big", "size 'big' does not match the generator's size 32"),
     ("top:size", 64, "size 64 does not match the generator's size 32"),
 ])
-def test_bad_values_in_config_json(field: str, value, message: str, export: Path, tmp_path: Path, capsys) -> None:
+def test_bad_values_in_config_json(field: str, value, message: str, export: Path, tmp_path: Path,
+                                   capsys) -> None:
     bad = tmp_path / "bad"
     bad.mkdir()
     for file in export.iterdir():
@@ -50,6 +51,7 @@ def test_bad_values_in_config_json(field: str, value, message: str, export: Path
     with pytest.raises(ExportError, match=message.replace("(", r"\(").replace("[", r"\[")):
         load_person(bad)
     write_image(tmp_path / "photo.png", np.full((32, 32, 3), 128, np.uint8))
-    code = main(["-i", str(tmp_path / "photo.png"), "-o", str(tmp_path / "out"), "--weights", str(bad), "--base", str(export)])
+    code = main(["-i", str(tmp_path / "photo.png"), "-o", str(tmp_path / "out"), "--weights", str(bad),
+                 "--base", str(export)])
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1 and message.split(" must")[0].split(" does")[0] in err[0]

@@ -21,8 +21,8 @@ def export(tmp_path: Path) -> Path:
     torch.manual_seed(0)
     base = tmp_path / "base.pth"
     torch.save(GPENGenerator(32, **TINY).state_dict(), base)
-    return export_person(GPENGenerator(32, **TINY), base, tmp_path / "alice" / "weights", "alice", [], "gpen", {},
-                         "cfg", 5, np.zeros(128), mode="full")
+    return export_person(GPENGenerator(32, **TINY), base, tmp_path / "alice" / "weights", "alice", [], "gpen",
+                         {}, "cfg", 5, np.zeros(128), mode="full")
 
 
 @pytest.fixture

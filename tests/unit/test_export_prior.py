@@ -42,13 +42,16 @@ def run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
         torch.manual_seed(0)
         networks = (GPENGenerator(**TINY_G), GPENDiscriminator(32, channel_multiplier=1, narrow=0.125))
         model = ModelConfig(name="tiny", **TINY_G, d_channel_multiplier=1, d_narrow=0.125, init="random")
-        full = FreezingSchedule("full", [{"name": "full", "start": 0, "generator": ["all"], "discriminator": ["all"]}])
-        module = GPENFewShotModule(model, OptimConfig(warmup_iters=1), LossConfig(identity=0.0, r1_interval=2), full,
+        full = FreezingSchedule("full", [{"name": "full", "start": 0, "generator": ["all"],
+                                          "discriminator": ["all"]}])
+        module = GPENFewShotModule(model, OptimConfig(warmup_iters=1),
+                                   LossConfig(identity=0.0, r1_interval=2), full,
                                    RunConfig(total_iters=2, num_sample_images=2), networks=networks)
-        trainer = pl.Trainer(accelerator="cpu", devices=1, max_epochs=-1, logger=False, enable_checkpointing=False,
-                             enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0,
-                             default_root_dir=str(run),
-                             callbacks=[IterationCheckpoint(run / "checkpoints", every_n_iters=2, monitor=None)])
+        trainer = pl.Trainer(accelerator="cpu", devices=1, max_epochs=-1, logger=False,
+                             enable_checkpointing=False, enable_progress_bar=False,
+                             enable_model_summary=False, limit_val_batches=0, default_root_dir=str(run),
+                             callbacks=[IterationCheckpoint(run / "checkpoints", every_n_iters=2,
+                                                            monitor=None)])
         trainer.fit(module, SyntheticDataModule(size=32, samples_per_epoch=4))
     finally:
         torch.set_num_threads(threads)
@@ -97,7 +100,8 @@ def test_metadata_records_format_config_and_provenance(run_dir: Path, tmp_path: 
     with safe_open(str(tmp_path / "tiny-prior.safetensors"), "pt") as handle:
         meta = handle.metadata()
     assert meta["gpen_fewshot_format"] == prior.PRIOR_FORMAT and meta["format"] == "pt"
-    assert meta["kind"] == "generator" and meta["architecture"] == "GPENGenerator" and meta["dtype"] == "float16"
+    assert (meta["kind"] == "generator" and meta["architecture"] == "GPENGenerator" and
+            meta["dtype"] == "float16")
     config = {k: json.loads(meta[k]) for k in TINY_G}
     assert config == TINY_G and json.loads(meta["isconcat"]) is True
     assert meta["source_iteration"] == "2" and meta["source_checkpoint"].endswith("checkpoints/last.ckpt")
@@ -105,7 +109,8 @@ def test_metadata_records_format_config_and_provenance(run_dir: Path, tmp_path: 
     assert meta["trained_by"] == "gpen-fewshot experiment=pretrain" and meta["created"].startswith("20")
     with safe_open(str(tmp_path / "tiny-prior-D.safetensors"), "pt") as handle:
         d_meta = handle.metadata()
-    assert d_meta["kind"] == "discriminator" and d_meta["name"] == "tiny-prior-D" and d_meta["narrow"] == "0.125"
+    assert (d_meta["kind"] == "discriminator" and d_meta["name"] == "tiny-prior-D" and
+            d_meta["narrow"] == "0.125")
 
 
 def test_the_generator_is_the_ema_not_the_raw_generator(run_dir: Path, tmp_path: Path) -> None:
@@ -129,7 +134,8 @@ def test_float32_is_exact_and_best_checkpoint_is_selectable(run_dir: Path, tmp_p
     assert result.source.path == run_dir / "checkpoints" / "best.ckpt"
     stored = load_generator(tmp_path / "p.safetensors").state_dict()
     assert all(torch.equal(stored[k], v) for k, v in _ema(run_dir / "checkpoints" / "best.ckpt").items())
-    assert find_checkpoint(run_dir / "checkpoints" / "best.ckpt", "last") == run_dir / "checkpoints" / "best.ckpt"
+    assert (find_checkpoint(run_dir / "checkpoints" / "best.ckpt", "last") ==
+            run_dir / "checkpoints" / "best.ckpt")
 
 
 def test_interrupted_or_failed_export_leaves_no_file(run_dir: Path, tmp_path: Path, monkeypatch) -> None:
@@ -175,7 +181,8 @@ def test_script_prints_sizes_hashes_and_registry_lines(run_dir: Path, tmp_path: 
     g_sha, d_sha = (sha256_file(tmp_path / f) for f in ("gpen-compact-256.safetensors",
                                                          "gpen-compact-256-D.safetensors"))
     size = (tmp_path / "gpen-compact-256.safetensors").stat().st_size
-    assert f'COMPACT_256_SHA256: str | None = "{g_sha}"' in out and f"COMPACT_256_SIZE: int | None = {size:_}" in out
+    assert (f'COMPACT_256_SHA256: str | None = "{g_sha}"' in out and
+            f"COMPACT_256_SIZE: int | None = {size:_}" in out)
     assert f'COMPACT_256_D_SHA256: str | None = "{d_sha}"' in out and "max abs diff vs float32" in out
     assert f'WeightSpec("gpen-compact-256-D", "gpen-compact-256-D.safetensors", None, "{d_sha}"' in out
     assert "trained on UTKFace" in out and '"discriminator", "bundled"),' in out

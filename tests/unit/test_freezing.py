@@ -9,14 +9,16 @@ from gpen_fewshot.training.freezing import FreezingSchedule, Stage, expand_patte
 
 pytestmark = pytest.mark.usefixtures("torch_single_thread")
 
-G_GROUPS = {"encoder": ["ecd0.w"], "mapping": ["style.1.w"], "decoder_coarse": ["conv1.w"], "decoder_fine": [],
-            "to_rgb": ["to_rgb1.w"], "noise": ["n.w"]}
-D_GROUPS = {"d_block_64": ["a"], "d_block_32": ["b"], "d_block_16": ["c"], "d_block_8": ["d"], "d_head": ["h"]}
+G_GROUPS = {"encoder": ["ecd0.w"], "mapping": ["style.1.w"], "decoder_coarse": ["conv1.w"],
+            "decoder_fine": [], "to_rgb": ["to_rgb1.w"], "noise": ["n.w"]}
+D_GROUPS = {"d_block_64": ["a"], "d_block_32": ["b"], "d_block_16": ["c"], "d_block_8": ["d"],
+            "d_head": ["h"]}
 
 
 def test_patterns() -> None:
     assert expand_patterns(["all"], D_GROUPS, (), "s") == list(D_GROUPS)
-    assert expand_patterns(["d_head", "d_lowres:2"], D_GROUPS, (), "s") == ["d_block_16", "d_block_8", "d_head"]
+    assert (expand_patterns(["d_head", "d_lowres:2"], D_GROUPS, (), "s") ==
+            ["d_block_16", "d_block_8", "d_head"])
     assert expand_patterns(["decoder_*"], G_GROUPS, (), "s") == ["decoder_coarse", "decoder_fine"]
     assert expand_patterns(["decoder_middle"], G_GROUPS, ("decoder_middle",), "s") == []  # valid but absent
     with pytest.raises(ValueError, match="matches no parameter group"):
@@ -25,7 +27,8 @@ def test_patterns() -> None:
 
 def test_stage_starts_fraction_and_iteration() -> None:
     schedule = FreezingSchedule("x", [{"name": "a", "start": 0, "generator": ["encoder"]},
-                                      {"name": "b", "start": 0.4, "generator": ["all"], "discriminator": ["all"]},
+                                      {"name": "b", "start": 0.4, "generator": ["all"],
+                                       "discriminator": ["all"]},
                                       Stage("c", 900, ("all",), ("d_head",))])
     stages = schedule.resolve(1000, G_GROUPS, D_GROUPS)
     assert [s.start for s in stages] == [0, 400, 900]

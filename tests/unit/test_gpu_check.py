@@ -12,8 +12,9 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def test_gpu_check_runs_every_step_on_a_cpu_in_quick_mode(tmp_path: Path) -> None:
     out = tmp_path / "check.json"
-    proc = subprocess.run([sys.executable, str(ROOT / "scripts" / "gpu_check.py"), "--out", str(out), "--device",
-                           "cpu", "--quick"], capture_output=True, text=True, timeout=900, check=False)
+    proc = subprocess.run([sys.executable, str(ROOT / "scripts" / "gpu_check.py"), "--out", str(out),
+                           "--device", "cpu", "--quick"], capture_output=True, text=True, timeout=900,
+                          check=False)
     assert proc.returncode == 0, proc.stderr[-2000:]
     report = json.loads(out.read_text())
     assert report["parity"]["bf16"]["psnr_vs_fp32"] > 30  # autocast bf16 of a random GPEN stays close to fp32

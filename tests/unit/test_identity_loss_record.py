@@ -19,11 +19,14 @@ def _run(tmp_path: Path, loss: dict) -> Path:
 
 
 def test_run_config_names_the_network_only_when_an_identity_term_is_on(tmp_path: Path) -> None:
-    assert recorded_identity_loss(_run(tmp_path / "a", {"identity": 0.0, "identity_network": "mobilefacenet"}),
+    assert recorded_identity_loss(_run(tmp_path / "a",
+                                       {"identity": 0.0, "identity_network": "mobilefacenet"}),
                                   None) is None
     assert recorded_identity_loss(_run(tmp_path / "b", {"identity": 0.0, "identity_reference": 0.5,
-                                                        "identity_network": "mobilefacenet"}), None) == "mobilefacenet"
-    assert recorded_identity_loss(_run(tmp_path / "c", {"identity": 1.0}), None) == "irse50"  # before the choice
+                                                        "identity_network": "mobilefacenet"}),
+                                  None) == "mobilefacenet"
+    # before the choice
+    assert recorded_identity_loss(_run(tmp_path / "c", {"identity": 1.0}), None) == "irse50"
     assert recorded_identity_loss(None, None) is None
 
 

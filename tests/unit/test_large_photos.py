@@ -34,7 +34,8 @@ def test_large_jpeg_is_decoded_at_reduced_scale(photo: Path, monkeypatch) -> Non
     real_draft = JpegImageFile.draft
     monkeypatch.setattr(JpegImageFile, "draft", lambda self, *a: drafts.append(a) or real_draft(self, *a))
     image = read_image(photo, max_pixels=20_000)
-    assert image.shape[0] * image.shape[1] <= 20_000 and image.shape[1] / image.shape[0] == pytest.approx(4 / 3, 0.02)
+    assert (image.shape[0] * image.shape[1] <= 20_000 and
+            image.shape[1] / image.shape[0] == pytest.approx(4 / 3, 0.02))
     assert drafts  # the JPEG decoder was asked for a reduced size, the full image was never decoded
     assert read_image(photo, max_pixels=10**9).shape == (300, 400, 3)  # below the limit: untouched
 

@@ -100,9 +100,10 @@ def test_irse50_has_the_released_layout_and_loads_strictly(tmp_path) -> None:
     state = net.state_dict()
     assert isinstance(net, Backbone) and len(state) == 397  # facexlib's network, the released file's keys
     assert sum(p.numel() for p in net.parameters()) == 43_797_696
-    for key, shape in {"input_layer.0.weight": (64, 3, 3, 3), "body.3.shortcut_layer.0.weight": (128, 64, 1, 1),
-                       "body.23.res_layer.5.fc2.weight": (512, 32, 1, 1), "output_layer.3.weight": (512, 25088),
-                       "output_layer.4.weight": (512,)}.items():
+    for key, shape in {"input_layer.0.weight": (64, 3, 3, 3),
+                       "body.3.shortcut_layer.0.weight": (128, 64, 1, 1),
+                       "body.23.res_layer.5.fc2.weight": (512, 32, 1, 1),
+                       "output_layer.3.weight": (512, 25088), "output_layer.4.weight": (512,)}.items():
         assert tuple(state[key].shape) == shape, key
     assert len([k for k in state if k.startswith("body.") and k.endswith("res_layer.1.weight")]) == 24
     # an old-format file without BatchNorm step counters, with a DataParallel prefix

@@ -308,5 +308,6 @@ def test_paired_comparison_reports_the_standard_error_of_the_differences() -> No
     d_psnr = np.array([1.0, 3.0, 2.0, 0.0])
     assert result["psnr_gain"] == pytest.approx(1.5)
     assert result["psnr_gain_se"] == pytest.approx(d_psnr.std(ddof=1) / 2.0)
-    assert result["id_gain"] == pytest.approx(0.0) and result["id_gain_se"] == pytest.approx(np.sqrt(0.02 / 3) / 2)
+    assert (result["id_gain"] == pytest.approx(0.0) and
+            result["id_gain_se"] == pytest.approx(np.sqrt(0.02 / 3) / 2))
     assert paired(model, base, [0])["psnr_gain_se"] == 0.0  # one image: no spread to estimate

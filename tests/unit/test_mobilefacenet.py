@@ -1,4 +1,5 @@
-"""MobileFaceNet port: MXNet params reader, strict loading, graph agreement, geometry, losses, verification."""
+"""MobileFaceNet port: MXNet params reader, strict loading, graph agreement, geometry, losses,
+verification."""
 
 from __future__ import annotations
 
@@ -175,6 +176,7 @@ def test_verify_identity_script_on_a_subset(capsys: pytest.CaptureFixture[str]) 
     spec.loader.exec_module(verify)
     assert verify.main(["--pairs", str(PAIRS), "--limit", "60"]) == 0
     last = capsys.readouterr().out.strip().splitlines()[-1]
-    match = re.fullmatch(r"accuracy=([\d.]+) threshold=(-?[\d.]+) mean_abs_cos_diff=([\d.]+) pairs=(\d+)", last)
+    match = re.fullmatch(r"accuracy=([\d.]+) threshold=(-?[\d.]+) mean_abs_cos_diff=([\d.]+) pairs=(\d+)",
+                         last)
     assert match, last
     assert float(match[1]) >= 0.9 and float(match[3]) < 0.02 and int(match[4]) >= 59

@@ -70,7 +70,8 @@ def test_training_iterations_logging_and_ema(make_module, fit, tmp_path) -> None
     g, ema = module.generator.state_dict(), module.generator_ema.state_dict()
     name = module.generator.parameter_groups()["encoder"][0]
     assert not torch.equal(g[name], ema[name])  # the EMA lags behind
-    assert module.last_sample_grid.shape == (2 * 32, 3 * 32, 3) and module.last_sample_grid.dtype.name == "uint8"
+    assert (module.last_sample_grid.shape == (2 * 32, 3 * 32, 3) and
+            module.last_sample_grid.dtype.name == "uint8")
     assert (tmp_path / "ckpt" / "last.ckpt").is_file() and (tmp_path / "ckpt" / "best.ckpt").is_file()
 
 
@@ -132,7 +133,8 @@ def test_export_without_a_base_or_without_a_person_is_full(make_module, tmp_path
     assert set(load_file(model / "model.safetensors")) == set(module.generator_ema.state_dict())
     for path in (person, model):
         reloaded = load_generator(path)
-        assert all(torch.equal(v, reloaded.state_dict()[k]) for k, v in module.generator_ema.state_dict().items())
+        assert all(torch.equal(v, reloaded.state_dict()[k])
+                   for k, v in module.generator_ema.state_dict().items())
     assert config_hash({"b": 1, "a": [1, 2]}) == config_hash({"a": [1, 2], "b": 1}) != config_hash({"a": 1})
 
 
@@ -177,9 +179,11 @@ def test_init_random_auto_and_pretrained(tmp_path, monkeypatch, caplog) -> None:
     torch.save(g.state_dict(), tmp_path / "prior.pth")
     g2, _, sources = build_networks(ModelConfig(**TINY, generator_weights=str(tmp_path / "prior.pth")))
     assert sources.generator == str(tmp_path / "prior.pth")
-    assert all(torch.equal(a, b) for a, b in zip(g.state_dict().values(), g2.state_dict().values(), strict=True))
+    assert all(torch.equal(a, b)
+               for a, b in zip(g.state_dict().values(), g2.state_dict().values(), strict=True))
     with pytest.raises(ValueError, match="does not match"):
-        build_networks(ModelConfig(**{**TINY, "style_dim": 64}, generator_weights=str(tmp_path / "prior.pth")))
+        build_networks(ModelConfig(**{**TINY, "style_dim": 64},
+                                   generator_weights=str(tmp_path / "prior.pth")))
 
 
 def test_identity_loss_optional_required_and_present(tmp_path, caplog) -> None:
@@ -275,7 +279,8 @@ def test_training_actually_learns(make_module, tmp_path) -> None:
                          optim={"lr_g": 2e-3, "warmup_iters": 5, "ema_decay": 0.9})
     trainer = pl.Trainer(accelerator="cpu", max_epochs=-1, logger=False, enable_checkpointing=False,
                          val_check_interval=50, check_val_every_n_epoch=None, num_sanity_val_steps=0,
-                         enable_progress_bar=False, enable_model_summary=False, default_root_dir=str(tmp_path))
+                         enable_progress_bar=False, enable_model_summary=False,
+                         default_root_dir=str(tmp_path))
     data = SyntheticDataModule(size=32, samples_per_epoch=64, val_samples=4)
     trainer.validate(module, data, verbose=False)
     before = float(trainer.callback_metrics["val/psnr"])

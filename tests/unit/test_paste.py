@@ -21,7 +21,8 @@ def _face_at(center: tuple[float, float], eye_distance: float) -> tuple[np.ndarr
     return affine, cv2.invertAffineTransform(affine)
 
 
-def _support(inverse: np.ndarray, shape: tuple[int, int], config: PasteConfig, scale: float = 1.0) -> np.ndarray:
+def _support(inverse: np.ndarray, shape: tuple[int, int], config: PasteConfig,
+             scale: float = 1.0) -> np.ndarray:
     """Where the warped mask is > 0 in the image, dilated by 2 px (interpolation reach)."""
     warped = cv2.warpAffine(np.ascontiguousarray(face_mask(SIZE, config)), inverse * scale,
                             (shape[1], shape[0]), flags=cv2.INTER_LINEAR)
@@ -65,7 +66,8 @@ def test_pasting_the_input_crop_back_is_nearly_lossless():
     rng = np.random.default_rng(1)
     image = cv2.GaussianBlur(rng.integers(0, 256, (240, 320, 3), dtype=np.uint8), (0, 0), 3)
     affine, inverse = _face_at((160, 120), 50)
-    crop = cv2.warpAffine(image, affine, (SIZE, SIZE), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT_101)
+    crop = cv2.warpAffine(image, affine, (SIZE, SIZE), flags=cv2.INTER_LINEAR,
+                          borderMode=cv2.BORDER_REFLECT_101)
     out = paste_faces(image, [FacePaste(crop, inverse, crop)])
     assert np.abs(out.astype(int) - image.astype(int)).max() <= 6  # two resamplings of a smooth image
 

@@ -45,7 +45,8 @@ def _jpeg(image: np.ndarray, quality: int = 92) -> bytes:
 
 
 def _exif_rotated_jpeg(image: np.ndarray) -> bytes:
-    """Pixels stored rotated 90 degrees clockwise with EXIF orientation 8, so viewers show ``image`` upright."""
+    """Pixels stored rotated 90 degrees clockwise with EXIF orientation 8, so viewers show ``image``
+    upright."""
     stored = np.ascontiguousarray(np.rot90(image, k=-1))
     exif = Image.Exif()
     exif[0x0112] = 8
@@ -95,11 +96,11 @@ def build_bad_folder(folder: Path) -> Path:
 
 
 EXPECTED = {
-    "000.jpg": "used", "000_copy.jpg": "duplicate", "000_letterboxed.jpg": "duplicate", "001_rgba.png": "used",
-    "002_exif_rotated.jpg": "used", "003_16bit.png": "used", "004_blurred.jpg": "blurred",
-    "005_tiny_face.jpg": "too_small", "006_two_people.jpg": "used", "007_no_face.png": "no_face",
-    "008_corrupt.jpg": "unreadable", "009_empty.jpg": "unreadable", "notes.txt": "unreadable",
-    "text_named.jpg": "unreadable",
+    "000.jpg": "used", "000_copy.jpg": "duplicate", "000_letterboxed.jpg": "duplicate",
+    "001_rgba.png": "used", "002_exif_rotated.jpg": "used", "003_16bit.png": "used",
+    "004_blurred.jpg": "blurred", "005_tiny_face.jpg": "too_small", "006_two_people.jpg": "used",
+    "007_no_face.png": "no_face", "008_corrupt.jpg": "unreadable", "009_empty.jpg": "unreadable",
+    "notes.txt": "unreadable", "text_named.jpg": "unreadable",
 }
 
 
@@ -132,7 +133,8 @@ def test_rejection_reasons_are_specific(prepared: person_module.PreparedPerson) 
     assert "same picture as 000.jpg" in r["000_letterboxed.jpg"].reason
     assert r["004_blurred.jpg"].reason.startswith("blurred: sharpness")
     assert r["004_blurred.jpg"].measures["sharpness"] < 30 <= r["001_rgba.png"].measures["sharpness"]
-    assert "face too small" in r["005_tiny_face.jpg"].reason and r["005_tiny_face.jpg"].measures["face_scale"] < 0.5
+    assert ("face too small" in r["005_tiny_face.jpg"].reason and
+            r["005_tiny_face.jpg"].measures["face_scale"] < 0.5)
     assert "no face found" in r["007_no_face.png"].reason
     assert "008_corrupt.jpg" not in r["008_corrupt.jpg"].reason  # the table names the file already
     assert "empty" in r["009_empty.jpg"].reason
@@ -235,7 +237,8 @@ def test_changed_folder_or_settings_redo_the_work(bad_folder: Path, tmp_path: Pa
     assert not third.from_cache and len(third.holdout_crops) == 1 and len(third.train_crops) == 2
 
 
-def test_read_only_folder_is_never_written(bad_folder: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_read_only_folder_is_never_written(bad_folder: Path, tmp_path: Path,
+                                           monkeypatch: pytest.MonkeyPatch) -> None:
     """Shared data sets are r-x (even for root, who passes os.access): outputs go to the user cache."""
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
     folder = tmp_path / "readonly"
@@ -252,7 +255,8 @@ def test_read_only_folder_is_never_written(bad_folder: Path, tmp_path: Path, mon
     assert len(prep.train_crops) == 3
 
 
-def test_not_enough_photos_lists_every_reason(bad_folder: Path, prepared: person_module.PreparedPerson) -> None:
+def test_not_enough_photos_lists_every_reason(bad_folder: Path,
+                                              prepared: person_module.PreparedPerson) -> None:
     with pytest.raises(NotEnoughPhotosError) as info:
         prepare_person(bad_folder, size=SIZE, min_photos=6)  # min_photos is not part of the cache key
     message = str(info.value)
@@ -278,7 +282,8 @@ def test_valid_person_names(name: str) -> None:
     assert validate_person_name(name) == name
 
 
-@pytest.mark.parametrize("name", ["", ".hidden", "../etc", "a/b", "/abs", "a..b", "x y", "a\\b", "-x", "é" * 3])
+@pytest.mark.parametrize("name",
+                         ["", ".hidden", "../etc", "a/b", "/abs", "a..b", "x y", "a\\b", "-x", "é" * 3])
 def test_unsafe_person_names_are_rejected(name: str) -> None:
     with pytest.raises(ValueError, match="invalid person name"):
         validate_person_name(name)
@@ -374,6 +379,7 @@ def test_prepare_faces_folder_keeps_crops_of_a_remounted_folder(tmp_path: Path,
 
     (folder / "obama_001.jpg").write_bytes((FIXTURES / "obama_002.jpg").read_bytes())
     calls = []
-    monkeypatch.setattr(faces_folder, "FaceDetector", lambda *a, **k: calls.append(1) or real_detector(*a, **k))
+    monkeypatch.setattr(faces_folder, "FaceDetector",
+                        lambda *a, **k: calls.append(1) or real_detector(*a, **k))
     again = prepare_faces_folder(folder, size=96, cache_dir=cache, progress=False)
     assert calls and again[0] == crops[0] and again[1] != crops[1] and not crops[1].exists()

@@ -14,7 +14,8 @@ from gpen_fewshot.utils import precision
 pytestmark = pytest.mark.usefixtures("torch_single_thread")
 
 
-def test_auto_precision_is_bf16_only_on_a_cpu_with_native_bf16(monkeypatch: pytest.MonkeyPatch, capsys) -> None:
+def test_auto_precision_is_bf16_only_on_a_cpu_with_native_bf16(monkeypatch: pytest.MonkeyPatch,
+                                                               capsys) -> None:
     monkeypatch.setattr(precision, "cpu_bf16_supported", lambda: True)
     assert cli.resolve_device("cpu", "auto") == (torch.device("cpu"), "bf16")
     monkeypatch.setattr(precision, "cpu_bf16_supported", lambda: False)
@@ -29,7 +30,8 @@ def test_auto_precision_is_bf16_only_on_a_cpu_with_native_bf16(monkeypatch: pyte
 
 def test_bf16_restoration_stays_close_to_fp32() -> None:
     torch.manual_seed(0)
-    net = GPENGenerator(size=32, style_dim=32, n_mlp=2, channel_multiplier=1, narrow=0.125, residual=True).eval()
+    net = GPENGenerator(size=32, style_dim=32, n_mlp=2, channel_multiplier=1, narrow=0.125,
+                        residual=True).eval()
     crops = [np.random.default_rng(i).integers(0, 256, (32, 32, 3), dtype=np.uint8) for i in range(2)]
     fp32 = run_model(net, crops, torch.device("cpu"), 2, "fp32")
     bf16 = run_model(net, crops, torch.device("cpu"), 2, "bf16")

@@ -161,7 +161,8 @@ def test_other_groups_from_person_folders_and_folders_of_them(tmp_path: Path) ->
     groups = find_other_groups([persons], exclude=[persons / "alice"], max_persons=2)
     assert [name for name, _ in groups] == ["bob", "carol"]
     explicit = find_other_groups([persons / "dave", persons / "bob"])
-    assert [name for name, _ in explicit] == ["dave", "bob"] and explicit[0][1] == [persons / "dave" / "0.jpg"]
+    assert ([name for name, _ in explicit] == ["dave", "bob"] and
+            explicit[0][1] == [persons / "dave" / "0.jpg"])
     with pytest.raises(ProtocolError, match="is not a folder"):
         find_other_groups([tmp_path / "missing"])
     (tmp_path / "empty").mkdir()

@@ -1,4 +1,5 @@
-"""Evaluation report: best-value marking, deltas vs base, ranking, specificity flags, csv/json round trip, grids."""
+"""Evaluation report: best-value marking, deltas vs base, ranking, specificity flags, csv/json round trip,
+grids."""
 
 from __future__ import annotations
 
@@ -36,16 +37,19 @@ NO_LPIPS = Unavailable("lpips: needs alexnet-owt-7be5be79.pth in /x (download ht
 
 
 def _table() -> dict:
-    """Hand-made person table: tuned_a wins PSNR at mild, tuned_b at severe; input is best but never marked."""
+    """Hand-made person table: tuned_a wins PSNR at mild, tuned_b at severe; input is best but never
+    marked."""
     return {
         "input": {"mild": {"psnr": 40.0, "lpips": NO_LPIPS, "id_distance_ref": 0.10, "fid_num_images": 4},
                   "severe": {"psnr": 30.0, "lpips": NO_LPIPS, "id_distance_ref": 0.20, "fid_num_images": 4}},
         "base": {"mild": {"psnr": 25.0, "lpips": NO_LPIPS, "id_distance_ref": 0.50, "fid_num_images": 4},
                  "severe": {"psnr": 20.0, "lpips": NO_LPIPS, "id_distance_ref": 0.60, "fid_num_images": 4}},
         "tuned_a": {"mild": {"psnr": 27.5, "lpips": NO_LPIPS, "id_distance_ref": 0.40, "fid_num_images": 4},
-                    "severe": {"psnr": 21.0, "lpips": NO_LPIPS, "id_distance_ref": 0.40, "fid_num_images": 4}},
+                    "severe": {"psnr": 21.0, "lpips": NO_LPIPS, "id_distance_ref": 0.40,
+                               "fid_num_images": 4}},
         "tuned_b": {"mild": {"psnr": 26.0, "lpips": NO_LPIPS, "id_distance_ref": 0.45, "fid_num_images": 4},
-                    "severe": {"psnr": 23.0, "lpips": NO_LPIPS, "id_distance_ref": 0.40, "fid_num_images": 4}},
+                    "severe": {"psnr": 23.0, "lpips": NO_LPIPS, "id_distance_ref": 0.40,
+                               "fid_num_images": 4}},
     }
 
 
@@ -60,7 +64,8 @@ def _ctx() -> TableContext:
 def test_best_marking_excludes_input_handles_ties_direction_and_unavailable() -> None:
     table, ctx = _table(), _ctx()
     assert ctx.candidates == ("base", "tuned_a", "tuned_b") and ctx.base_of["tuned_a"] == "base"
-    assert best_models(table, ctx.candidates, "mild", "psnr") == {"tuned_a"}  # input's 40 dB is not a candidate
+    # input's 40 dB is not a candidate
+    assert best_models(table, ctx.candidates, "mild", "psnr") == {"tuned_a"}
     assert best_models(table, ctx.candidates, "severe", "psnr") == {"tuned_b"}
     assert best_models(table, ctx.candidates, "mild", "id_distance_ref") == {"tuned_a"}  # lower is better
     assert best_models(table, ctx.candidates, "severe", "id_distance_ref") == {"tuned_a", "tuned_b"}  # tie
@@ -86,7 +91,8 @@ def test_deltas_and_cells() -> None:
 
 
 def test_level_table_marks_best_and_shows_deltas_vs_base() -> None:
-    text = level_table(_table(), [m["name"] for m in MODELS], "mild", _ctx(), "person", ["psnr", "id_distance_ref"])
+    text = level_table(_table(), [m["name"] for m in MODELS], "mild", _ctx(), "person",
+                       ["psnr", "id_distance_ref"])
     lines = text.splitlines()
     assert lines[0] == "| model | PSNR ↑ | ID dist ref ↓ |"
     assert lines[2] == "| input | 40.00 | 0.100 |"
@@ -97,7 +103,8 @@ def test_level_table_marks_best_and_shows_deltas_vs_base() -> None:
 
 def test_ranking_orders_by_metric_and_direction() -> None:
     table = _table()
-    assert [m for m, _ in ranking(table, ["tuned_a", "tuned_b"], "psnr", "mild", LEVELS)] == ["tuned_a", "tuned_b"]
+    assert ([m for m, _ in ranking(table, ["tuned_a", "tuned_b"], "psnr", "mild", LEVELS)] ==
+            ["tuned_a", "tuned_b"])
     ranked = ranking(table, ["tuned_a", "tuned_b"], "psnr", "mean", LEVELS)
     assert ranked[0] == ("tuned_b", pytest.approx(24.5))
     by_id = ranking(table, ["tuned_b", "tuned_a"], "id_distance_ref", "mild", LEVELS)
@@ -157,7 +164,8 @@ def test_write_report_files_parse_back(tmp_path: Path) -> None:
     assert data["unavailable"] == [NO_LPIPS.reason] and data["models"][2]["overrides"] == ["lr=1"]
     report = paths["report.md"].read_text()
     assert "| tuned_a | **27.50** (+2.50) |" in report
-    assert "## Ranking by psnr (severe, held-out photos)" in report and "| 1 | tuned_b | 23.00 | lr=2 |" in report
+    assert ("## Ranking by psnr (severe, held-out photos)" in report and
+            "| 1 | tuned_b | 23.00 | lr=2 |" in report)
     assert f"- unavailable: {NO_LPIPS.reason}" in report
     assert "![grid_person_mild](grid_person_mild.png)" in report
     grid = read_image(tmp_path / "grid_person_mild.png")
@@ -183,17 +191,20 @@ def test_metrics_of_the_network_a_model_trained_with_are_marked_trained_on() -> 
     table names the network and explains the mark."""
     from gpen_fewshot.evaluation.report import TRAINED_ON_MARK, _models_table, metric_network
 
-    assert metric_network("mfn_similarity_gt") == "mobilefacenet" and metric_network("id_distance_gt") == "dlib"
+    assert (metric_network("mfn_similarity_gt") == "mobilefacenet" and
+            metric_network("id_distance_gt") == "dlib")
     assert metric_network("psnr") is None
     table = {name: {"mild": {"psnr": 25.0, "id_distance_gt": 0.4, "mfn_similarity_gt": 0.8}}
              for name in ("base", "tuned")}
-    models = [{"name": "base", "role": "base"}, {"name": "tuned", "role": "tuned", "identity_loss": "mobilefacenet"}]
+    models = [{"name": "base", "role": "base"},
+              {"name": "tuned", "role": "tuned", "identity_loss": "mobilefacenet"}]
     ctx = context_from_models(models, ["mild"])
     rows = level_table(table, ["base", "tuned"], "mild", ctx, "person").splitlines()
     assert TRAINED_ON_MARK not in rows[2]  # base: no identity loss
     tuned_cells = rows[3].split("|")[2:-1]
     assert [TRAINED_ON_MARK in c for c in tuned_cells] == [False, False, True]  # psnr, ID dist, MFN sim
-    full = [{**m, "size": 256, "template": "gpen", "parameters": 0, "source": "x", "base": None, "overrides": ()}
+    full = [{**m, "size": 256, "template": "gpen", "parameters": 0, "source": "x", "base": None,
+             "overrides": ()}
             for m in models]
     text = "\n".join(_models_table(full))
     assert "| mobilefacenet |" in text and "| none |" in text and "trained on this metric" in text

@@ -1,4 +1,5 @@
-"""Residual GPEN generator (layout, loading, near-identity start), mixture degradation, MobileFaceNet metric."""
+"""Residual GPEN generator (layout, loading, near-identity start), mixture degradation, MobileFaceNet
+metric."""
 
 from __future__ import annotations
 
@@ -35,7 +36,8 @@ def test_residual_layout_has_a_3x3_first_layer_and_open_concatenation_gains() ->
     residual, plain = GPENGenerator(**TINY, residual=True), GPENGenerator(**TINY)
     assert residual.ecd0[0][0].weight.shape[-2:] == (3, 3) and plain.ecd0[0][0].weight.shape[-2:] == (1, 1)
     gains = [p for n, p in residual.named_parameters() if n.endswith(".noise.weight")]
-    assert gains and all(float(p.detach()) == 1.0 for p in gains)  # the decoder sees the encoder from the first update
+    # the decoder sees the encoder from the first update
+    assert gains and all(float(p.detach()) == 1.0 for p in gains)
     assert all(float(p.detach()) == 0.0 for n, p in plain.named_parameters() if n.endswith(".noise.weight"))
 
 

@@ -103,7 +103,8 @@ def test_restore_changes_only_the_face_regions(photo, detector):
     np.testing.assert_array_equal(result.image[~support], photo[~support])
     for record in result.faces:
         x1, y1, x2, y2 = (int(v) for v in record.box)
-        centre = (slice((y1 + y2) // 2 - 3, (y1 + y2) // 2 + 3), slice((x1 + x2) // 2 - 3, (x1 + x2) // 2 + 3))
+        centre = (slice((y1 + y2) // 2 - 3, (y1 + y2) // 2 + 3),
+                  slice((x1 + x2) // 2 - 3, (x1 + x2) // 2 + 3))
         assert result.image[centre].astype(float).mean() > photo[centre].astype(float).mean() + 10
         assert record.model == "base" and record.decision == "restored"
 
@@ -154,8 +155,8 @@ def test_guard_ladder_halves_the_strength_down_to_the_base(tmp_path):
     assert [s for _, s in runner.ladder(person, 0.6)] == [0.6, 0.3, 0.15, 0.0]
     assert runner.ladder(base, 1.0) == [(base, 0.0)]
     # a person trained from random weights (full export, no base): no strengths to try, then the base model
-    scratch = PersonModel(load_person(export_person(tuned, None, tmp_path / "s", "s", trainable, "gpen", {}, None,
-                                                    3, None, mode="full")))
+    scratch = PersonModel(load_person(export_person(tuned, None, tmp_path / "s", "s", trainable, "gpen", {},
+                                                    None, 3, None, mode="full")))
     assert not scratch.supports_strength and person.supports_strength
     assert runner.ladder(scratch, 1.0) == [(scratch, 1.0), (base, 0.0)]
 
@@ -244,7 +245,8 @@ def test_cli_bad_inputs_one_line_each_and_the_batch_goes_on(tmp_path, photo, cap
 
 def test_cli_reports_a_base_hash_mismatch_in_one_line(tmp_path, capsys):
     base_file, base, tuned, trainable = _generators(tmp_path)
-    person = export_person(tuned, base_file, tmp_path / "alice", "alice", trainable, "gpen", {}, None, 3, None)
+    person = export_person(tuned, base_file, tmp_path / "alice", "alice", trainable, "gpen", {}, None, 3,
+                           None)
     state = base.state_dict()
     state["final_linear.0.bias"] += 1
     torch.save(state, base_file)
@@ -257,7 +259,8 @@ def test_cli_without_arguments_restores_the_demo_photo_into_the_cwd(tmp_path, mo
     _, base, _, _ = _generators(tmp_path)
     monkeypatch.setenv("GPEN_FEWSHOT_WEIGHTS_DIR", str(tmp_path / "no_weights"))
     spec = weights.REGISTRY["gpen-compact-256"]  # the bundled prior missing (a broken install)
-    monkeypatch.setitem(weights.REGISTRY, spec.name, dataclasses.replace(spec, filename="missing.safetensors"))
+    monkeypatch.setitem(weights.REGISTRY, spec.name,
+                        dataclasses.replace(spec, filename="missing.safetensors"))
     monkeypatch.chdir(tmp_path)
     assert main([]) == 2
     err = capsys.readouterr().err
@@ -271,7 +274,8 @@ def test_cli_without_arguments_restores_the_demo_photo_into_the_cwd(tmp_path, mo
 
 def test_from_pretrained_uses_the_persons_base_and_weights(tmp_path, photo, detector):
     base_file, base, tuned, trainable = _generators(tmp_path)
-    export = export_person(tuned, base_file, tmp_path / "alice", "alice", trainable, "gpen", {}, None, 3, None)
+    export = export_person(tuned, base_file, tmp_path / "alice", "alice", trainable, "gpen", {}, None, 3,
+                           None)
     forced = Restorer.from_pretrained(export, route=False, detector=detector, options=NO_GUARD, device="cpu")
     routed = Restorer.from_pretrained(export, detector=detector, options=NO_GUARD, device="cpu")
     expected = Restorer(FaceModel(tuned, 32), detector=detector, options=NO_GUARD, device="cpu")
@@ -294,13 +298,15 @@ def test_min_face_size_and_only_center_face_skip_faces(photo, detector):
     kept = [r for r in result.faces if r.decision != "skipped"]
     assert len(kept) == 1 and kept[0].box[0] < photo.shape[1] / 2 < kept[0].box[2] + 100
     with pytest.raises(NoFaceError, match="none kept"):
-        Restorer(identity, detector=detector, options=RestoreOptions(min_face_size=1000), device="cpu").restore(photo)
+        Restorer(identity, detector=detector, options=RestoreOptions(min_face_size=1000),
+                 device="cpu").restore(photo)
 
 
 def test_cli_person_without_base_uses_the_persons_recorded_base(tmp_path, monkeypatch, capsys):
     """No --base and no default base on the machine: --person still works, with the base it was tuned from."""
     base_file, base, tuned, trainable = _generators(tmp_path)
-    export = export_person(tuned, base_file, tmp_path / "alice", "alice", trainable, "gpen", {}, None, 3, None)
+    export = export_person(tuned, base_file, tmp_path / "alice", "alice", trainable, "gpen", {}, None, 3,
+                           None)
     monkeypatch.setenv("GPEN_FEWSHOT_WEIGHTS_DIR", str(tmp_path / "no_weights"))
     out = tmp_path / "o.png"
     code = main(["-i", str(GROUP), "-o", str(out), "--person", str(export), "--no-guard", "-q"])

@@ -53,13 +53,16 @@ def test_output_over_the_input_is_refused_unless_overwrite(photos: Path, fake_re
     assert "would overwrite the input" in err and len(err.strip().splitlines()) == 1
     assert cli.main(["-i", str(photos), "-o", str(photos), "-q"]) == cli.EXIT_SETUP  # folder onto itself
     (photos.parent / "link.png").hardlink_to(photos / "a.png")  # same inode under another name
-    assert cli.main(["-i", str(photos / "a.png"), "-o", str(photos.parent / "link.png"), "-q"]) == cli.EXIT_SETUP
+    assert (cli.main(["-i", str(photos / "a.png"), "-o", str(photos.parent / "link.png"), "-q"]) ==
+            cli.EXIT_SETUP)
     assert (photos / "a.png").read_bytes() == original and fake_restorer.calls == 0
-    assert cli.main(["-i", str(photos / "a.png"), "-o", str(photos / "a.png"), "-q", "--overwrite"]) == cli.EXIT_OK
+    assert (cli.main(["-i", str(photos / "a.png"), "-o", str(photos / "a.png"), "-q", "--overwrite"]) ==
+            cli.EXIT_OK)
     assert (photos / "a.png").read_bytes() != original
 
 
-def test_unsupported_output_extension_is_an_error(photos: Path, fake_restorer, tmp_path: Path, capsys) -> None:
+def test_unsupported_output_extension_is_an_error(photos: Path, fake_restorer, tmp_path: Path,
+                                                  capsys) -> None:
     assert cli.main(["-i", str(photos / "a.png"), "-o", str(tmp_path / "out.gif")]) == cli.EXIT_SETUP
     assert "unsupported output format '.gif'" in capsys.readouterr().err
     assert not (tmp_path / "out.gif").exists()

@@ -1,4 +1,5 @@
-"""gpen-restore explains itself and accepts the options users bring from GFPGAN / CodeFormer / GPEN (issue 17).
+"""gpen-restore explains itself and accepts the options users bring from GFPGAN / CodeFormer / GPEN (issue
+17).
 
 Fast: aligned synthetic crops and a tiny generator (no face detection), or the CLI with a fake restorer.
 """
@@ -124,8 +125,8 @@ def test_alpha_blends_the_restored_face_with_the_input(crop: Path) -> None:
 
 
 # -------------------------------------------------------------------------------------------- --compare
-def test_compare_writes_a_labelled_side_by_side_and_the_face_pairs(crop: Path, tiny_base: Path, tmp_path: Path,
-                                                                   capsys) -> None:
+def test_compare_writes_a_labelled_side_by_side_and_the_face_pairs(crop: Path, tiny_base: Path,
+                                                                   tmp_path: Path, capsys) -> None:
     out = tmp_path / "out" / "crop.png"
     code = cli.main(["-i", str(crop), "-o", str(out), "--has_aligned", "--base", str(tiny_base), "--no-guard",
                      "--compare", "-s", "2"])
@@ -135,7 +136,8 @@ def test_compare_writes_a_labelled_side_by_side_and_the_face_pairs(crop: Path, t
     label = side.shape[0] - 64
     assert side.shape == (label + 64, 2 * 64 + GAP, 3) and label >= 24
     np.testing.assert_array_equal(side[label:, 64 + GAP:], restored)  # restored on the right
-    assert np.abs(side[label:, :64].astype(float).mean() - before.mean()) < 2  # the input (upscaled) on the left
+    # the input (upscaled) on the left
+    assert np.abs(side[label:, :64].astype(float).mean() - before.mean()) < 2
     strip = side[:label]
     assert (strip[:, :64] < 128).any() and (strip[:, 64 + GAP:] < 128).any()  # both halves labelled
     pairs = list((tmp_path / "out" / "crop_faces").glob("*.png"))
@@ -153,7 +155,8 @@ def test_a_run_says_which_model_what_happened_how_long_and_where(crop: Path, tin
     assert lines[1].startswith("crop.png: 1 face found: 1 restored (")
     assert lines[2] == "  face 0: restored with tiny-base (base)"
     assert lines[3].startswith("  wrote ") and "o.png.json" in lines[3]
-    assert lines[4].startswith("restored 1 of 1 photo(s) in ") and lines[4].endswith(f"output: {out.resolve()}")
+    assert (lines[4].startswith("restored 1 of 1 photo(s) in ") and
+            lines[4].endswith(f"output: {out.resolve()}"))
     assert len(lines) == 5 and not any("strength" in line for line in lines)
 
 
@@ -171,8 +174,10 @@ def test_face_lines_group_equal_outcomes_and_say_why() -> None:
             setattr(face, key, value)
         return face
 
-    faces = [record(0), record(1), record(2), record(3, decision=SKIPPED, note="not the centre face"), record(4),
-             record(5, model="alice", person="alice", strength_used=0.5, route_reason="identity distance 0.31 < 0.60",
+    faces = [record(0), record(1), record(2), record(3, decision=SKIPPED, note="not the centre face"),
+             record(4),
+             record(5, model="alice", person="alice", strength_used=0.5,
+                    route_reason="identity distance 0.31 < 0.60",
                     guard=[GuardStep("alice", 1.0, 0.71, False), GuardStep("alice", 0.5, 0.4, True)]),
              record(7, model="alice", person="alice", strength_used=0.0, route_reason="forced by --weights"),
              record(6, decision=KEPT_INPUT, model=None, note="identity drift above 0.6 at every strength",
@@ -181,8 +186,8 @@ def test_face_lines_group_equal_outcomes_and_say_why() -> None:
     assert face_lines(faces, "gpen-compact-256") == [
         "faces 0-2, 4: restored with gpen-compact-256 (base)",
         "face 3: skipped: not the centre face",
-        "face 5: restored with alice at strength 0.5 (identity distance 0.31 < 0.60); identity guard rejected "
-        "alice at strength 1 (drift 0.710)",
+        "face 5: restored with alice at strength 0.5 (identity distance 0.31 < 0.60); identity guard "
+        "rejected alice at strength 1 (drift 0.710)",
         "face 7: restored with alice at strength 0 = its base weights (forced by --weights)",
         "face 6: kept the input face (identity drift above 0.6 at every strength); identity guard rejected "
         "gpen-compact-256 (base) (drift 0.800)",

@@ -1,4 +1,5 @@
-"""Restore keeps what it does not restore: the alpha channel and 16-bit depth of the input (issue 15, item 4)."""
+"""Restore keeps what it does not restore: the alpha channel and 16-bit depth of the input (issue 15, item
+4)."""
 
 from __future__ import annotations
 
@@ -17,7 +18,8 @@ def _brighten(amount: float):
 
 
 def _restorer(model) -> Restorer:
-    return Restorer(FaceModel(model, 64), options=RestoreOptions(aligned=True, guard_threshold=None), device="cpu")
+    return Restorer(FaceModel(model, 64), options=RestoreOptions(aligned=True, guard_threshold=None),
+                    device="cpu")
 
 
 @pytest.fixture

@@ -1,4 +1,5 @@
-"""The web demo's pieces that need neither Gradio nor a browser (the page itself: tests/integration/test_web_demo.py)."""
+"""The web demo's pieces that need neither Gradio nor a browser (the page itself:
+tests/integration/test_web_demo.py)."""
 
 from __future__ import annotations
 
@@ -59,7 +60,8 @@ def test_app_without_gradio_exits_2_with_the_install_line(monkeypatch: pytest.Mo
 def test_a_registered_person_is_loaded_once_and_the_strength_follows_each_request(tmp_path: Path) -> None:
     """Through the service, as the page calls it: a tiny tuned export under persons/alice/weights (no
     reference embedding, so its faces route to the base: identity routing itself is tested in
-    test_restore.py), a small photo; the restorer is built once and each request's strength is the one used."""
+    test_restore.py), a small photo; the restorer is built once and each request's strength is the one
+    used."""
     import cv2
     import torch
 
@@ -77,9 +79,10 @@ def test_a_registered_person_is_loaded_once_and_the_strength_follows_each_reques
             if name in trainable:
                 param.add_(0.2)
     torch.save(base.state_dict(), tmp_path / "base.pth")
-    export_person(tuned, tmp_path / "base.pth", tmp_path / "persons" / "alice" / "weights", "alice", trainable,
-                  "gpen", {}, None, 3, None)
-    group = read_image(Path(__file__).resolve().parents[2] / "data" / "demo" / "group" / "obama_and_biden.jpg")
+    export_person(tuned, tmp_path / "base.pth", tmp_path / "persons" / "alice" / "weights", "alice",
+                  trainable, "gpen", {}, None, 3, None)
+    group = read_image(Path(__file__).resolve().parents[2] / "data" / "demo" / "group"
+                       / "obama_and_biden.jpg")
     photo = tmp_path / "group.jpg"
     write_image(photo, cv2.resize(group, (500, 357), interpolation=cv2.INTER_AREA))
 
@@ -92,5 +95,6 @@ def test_a_registered_person_is_loaded_once_and_the_strength_follows_each_reques
         report = json.loads(result.report.read_text())
         assert report["persons"] == ["alice"] and report["strength"] == strength
         assert read_image(result.after).shape == (357, 500, 3)
-        assert result.summary.startswith(f"{len(report['faces'])} face(s); weights: alice at strength {strength:g}")
+        assert result.summary.startswith(f"{len(report['faces'])} face(s); weights: alice at strength "
+                                         f"{strength:g}")
     assert first.after.parent != second.after.parent  # one folder per request: nothing is overwritten

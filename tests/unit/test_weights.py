@@ -74,13 +74,15 @@ def _handler(state: _Server) -> type[BaseHTTPRequestHandler]:
             body = state.payload[start:]
             self.send_response(206 if start else 200)
             if start:
-                self.send_header("Content-Range", f"bytes {start}-{len(state.payload) - 1}/{len(state.payload)}")
+                self.send_header("Content-Range",
+                                 f"bytes {start}-{len(state.payload) - 1}/{len(state.payload)}")
             self.send_header("Content-Length", str(len(body)))
             self.end_headers()
             if state.drop_after is not None:
                 body, state.drop_after = body[: state.drop_after], None
                 self.close_connection = True
-            state.bytes_sent += len(body)  # counted before the write: the client may finish before this line runs
+            # counted before the write: the client may finish before this line runs
+            state.bytes_sent += len(body)
             self.wfile.write(body)
 
     return Handler

@@ -244,7 +244,8 @@ def config_to_dict(config: DegradationConfig) -> dict[str, Any]:
 
 
 def config_from_dict(data: Mapping[str, Any]) -> DegradationConfig:
-    """Build a config from a mapping with a ``kind`` key (``bsrgan`` | ``first_order`` | ``none`` | ``mixture``).
+    """Build a config from a mapping with a ``kind`` key (``bsrgan`` | ``first_order`` | ``none`` |
+    ``mixture``).
 
     Lists become tuples; a key ``preset`` starts from that preset and the other keys override it.
 
