@@ -1,5 +1,5 @@
-"""Evaluate personalised models against their base: ``python evaluate.py person=alice [ckpt=<run dir>]`` (no ckpt:
-alice's registered export)."""
+"""Evaluate personalised models against their base: ``python evaluate.py person=alice [ckpt=<run dir>]``
+(no ckpt: alice's registered export)."""
 
 import os
 import sys
@@ -9,9 +9,9 @@ import hydra
 from omegaconf import DictConfig, OmegaConf
 
 import gpen_fewshot.training.resolvers as resolvers
+from gpen_fewshot.cli.evaluate import main as run
+from gpen_fewshot.cli.evaluate import user_errors
 from gpen_fewshot.cli.hydra_args import check_overrides
-from gpen_fewshot.evaluation.runner import main as run
-from gpen_fewshot.evaluation.runner import user_errors
 
 
 @hydra.main(version_base="1.3", config_path="configs", config_name="eval")

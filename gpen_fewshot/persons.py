@@ -87,4 +87,5 @@ def weights_dir(person: str, root: str | os.PathLike | None = None) -> Path:
 
 
 def _has_photos(folder: Path) -> bool:
-    return folder.is_dir() and any(p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS for p in folder.iterdir())
+    return folder.is_dir() and any(p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS
+                                   for p in folder.iterdir())

@@ -7,9 +7,10 @@ into place only when complete and verified, and their sha256 is checked: against
 known, otherwise it is recorded on first download ("trust on first use") in ``gpen_fewshot_checksums.json``
 next to the file and every later use is checked against that record.
 
-Bundled files (the RetinaFace MobileNet-0.25 detector, the MobileFaceNet identity network and the project's own compact prior
-``gpen-compact-256`` / ``gpen-compact-256-D``) ship inside the package in ``gpen_fewshot/assets/weights/``
-and are never downloaded: a missing one is a broken install, reported as such.
+Bundled files (the RetinaFace MobileNet-0.25 detector, the MobileFaceNet identity network and the project's
+own compact prior ``gpen-compact-256`` / ``gpen-compact-256-D``) ship inside the package in
+``gpen_fewshot/assets/weights/`` and are never downloaded: a missing one is a broken install, reported as
+such.
 
 The dlib face-recognition models are not in the registry: they ship in the ``face-recognition-models`` PyPI
 package.
@@ -42,8 +43,9 @@ _CHUNK = 1 << 20
 _USER_AGENT = "gpen-fewshot/0.1 (weights download)"
 
 # The project's own compact prior (registry names "gpen-compact-256" and "gpen-compact-256-D"), bundled in
-# gpen_fewshot/assets/weights/. `python scripts/export_prior.py <pretraining run>` writes both files and prints
-# these four values; paste them here. None = not pinned yet: the file is then accepted without a checksum.
+# gpen_fewshot/assets/weights/. `python scripts/export_prior.py <pretraining run>` writes both files and
+# prints these four values; paste them here. None = not pinned yet: the file is then accepted without a
+# checksum.
 COMPACT_256_SHA256: str | None = "6326126d1c9843650f2de2812134f4a05d73db0b4fbb9af663b1ebd9dbfd1213"
 COMPACT_256_SIZE: int | None = 8_943_190
 COMPACT_256_D_SHA256: str | None = "1c2456cb32a1bcd202333d8be2ab3fb0ff30cea799ca36d533151d50be55159f"
@@ -101,10 +103,12 @@ class WeightSpec:
 
 
 def _gpen(name: str, kind: str, description: str) -> WeightSpec:
-    return WeightSpec(name, f"{name}.pth", _GPEN_URL + f"{name}.pth", None, None, _GPEN_LICENCE, description, kind)
+    return WeightSpec(name, f"{name}.pth", _GPEN_URL + f"{name}.pth", None, None, _GPEN_LICENCE, description,
+                      kind)
 
 
-def _bundled_prior(name: str, kind: str, sha256: str | None, size: int | None, description: str) -> WeightSpec:
+def _bundled_prior(name: str, kind: str, sha256: str | None, size: int | None,
+                   description: str) -> WeightSpec:
     """A prior trained by this project (``experiment=pretrain``), shipped as ``<name>.safetensors``."""
     return WeightSpec(name, f"{name}.safetensors", None, sha256, size, COMPACT_256_LICENCE, description, kind,
                       "bundled")
@@ -148,10 +152,12 @@ REGISTRY: dict[str, WeightSpec] = {
             "identity", "bundled",
         ),
         _bundled_prior("gpen-compact-256", "generator", COMPACT_256_SHA256, COMPACT_256_SIZE,
-                       "the project's compact residual GPEN prior, 256 px (style_dim 256, n_mlp 4, cm 1, narrow 0.25), "
+                       "the project's compact residual GPEN prior, 256 px "
+                       "(style_dim 256, n_mlp 4, cm 1, narrow 0.25), "
                        "EMA generator trained by gpen-fewshot experiment=pretrain_cpu, fp16, bundled"),
         _bundled_prior("gpen-compact-256-D", "discriminator", COMPACT_256_D_SHA256, COMPACT_256_D_SIZE,
-                       "discriminator (cm 1, narrow 0.25) trained with the previous gpen-compact-256, fp16, bundled"),
+                       "discriminator (cm 1, narrow 0.25) trained with the previous gpen-compact-256, "
+                       "fp16, bundled"),
     )
 }
 
@@ -307,7 +313,8 @@ def verify(name: str | WeightSpec) -> str:
     recorded = None if spec.location == "bundled" else _read_checksums(path.parent).get(path.name)
     expected = spec.sha256 or (recorded or {}).get("sha256")
     if expected is not None and actual != expected.lower():
-        where = "registry" if spec.sha256 else f"recorded at first download in {path.parent / CHECKSUMS_FILENAME}"
+        where = ("registry" if spec.sha256
+                 else f"recorded at first download in {path.parent / CHECKSUMS_FILENAME}")
         raise ChecksumMismatchError(_mismatch_message(path, f"{expected} ({where})", actual))
     if spec.sha256_prefix and not actual.startswith(spec.sha256_prefix.lower()):
         raise ChecksumMismatchError(_mismatch_message(path, spec.sha256_prefix + "...", actual))

@@ -5,8 +5,8 @@
 
 The faces are exactly the crops ``FacesFolderDataModule`` held out for validation: give the folders, size,
 template, ``--val-count`` and ``--cache-dir`` the pretraining run got (``data.faces_dir=[A,B]
-data.val_count=200 ...``). Each is degraded with the preset (``--level``, default moderate) at its scale factor
-(moderate: sf=2, a 128 px image for 256 px crops) and upsampled back with bicubic interpolation
+data.val_count=200 ...``). Each is degraded with the preset (``--level``, default moderate) at its scale
+factor (moderate: sf=2, a 128 px image for 256 px crops) and upsampled back with bicubic interpolation
 (cv2.INTER_CUBIC): that image is the **bicubic baseline and also the models' input**, so a model "beats
 bicubic" when it improves the image it was given. Seeds follow the evaluation protocol (``--seed``, draw k of
 ``--copies``, keyed by each crop's sha256, as the training run's validation set), so the low-resolution images
@@ -40,11 +40,11 @@ import torch
 
 from gpen_fewshot.data.degradations import PRESETS
 from gpen_fewshot.evaluation import prior_eval as pe
-from gpen_fewshot.evaluation.runner import resolve_device
 from gpen_fewshot.export.loading import load_generator
 from gpen_fewshot.faces.identity import SAME_PERSON_THRESHOLD
 from gpen_fewshot.restore.models import run_model
 from gpen_fewshot.utils.atomic import atomic_write_json, atomic_write_text
+from gpen_fewshot.utils.device import resolve_device
 from gpen_fewshot.utils.drawing import draw_text, text_width
 from gpen_fewshot.utils.image import write_image
 
@@ -54,9 +54,11 @@ GRID_ROWS = 8
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     add = parser.add_argument
-    add("--faces-dir", type=Path, action="append", required=True, help="pretraining photo folder (repeatable)")
+    add("--faces-dir", type=Path, action="append", required=True,
+        help="pretraining photo folder (repeatable)")
     add("--cache-dir", type=Path, default=None, help="pretraining data.cache_dir (default: none)")
     add("--val-count", type=int, default=200, help="pretraining data.val_count")
     add("--size", type=int, default=256, help="crop side (the model's size)")
@@ -99,9 +101,9 @@ def model_labels(specs: Sequence[str]) -> list[tuple[str, str]]:
 
 
 def portable_path(path: str | Path) -> str:
-    """A path as it may appear in a shared report: relative to the working folder when inside it, else its last
-    two components (``pretrain/congress``), so that no machine's absolute paths end up in committed results.
-    Registry names pass through."""
+    """A path as it may appear in a shared report: relative to the working folder when inside it, else its
+    last two components (``pretrain/congress``), so that no machine's absolute paths end up in committed
+    results. Registry names pass through."""
     path = Path(path)
     if not path.is_absolute() and not path.exists():
         return str(path)  # a registry name or a relative path
@@ -116,7 +118,8 @@ def load_checked(spec: str, size: int) -> tuple[torch.nn.Module, dict]:
     """Load a generator (eval mode) and check that it restores ``size`` px faces; returns (model, info)."""
     generator = load_generator(spec)
     if generator.config.size != size:
-        raise ValueError(f"{spec}: the model restores {generator.config.size} px faces, the faces are {size} px "
+        raise ValueError(f"{spec}: the model restores {generator.config.size} px faces, "
+                         f"the faces are {size} px "
                          "(--size must be the model's size and the pretraining crop size)")
     info = {"spec": portable_path(spec), "config": asdict(generator.config),
             "parameters": sum(p.numel() for p in generator.parameters())}
@@ -198,15 +201,16 @@ def level_tables(level: str, result: Mapping) -> list[str]:
              "| row | n | PSNR | PSNR-Y | SSIM | ID dist mean | ID dist median | ID < 0.6 | no dlib face |",
              "|---|---|---|---|---|---|---|---|---|"]
     for row, s in result["rows"].items():
-        lines.append(f"| {row} | {s['n']} | {_fmt(s['psnr'], 2)} | {_fmt(s['psnr_y'], 2)} | {_fmt(s['ssim'])} | "
-                     f"{_fmt(s['id_distance_mean'])} | {_fmt(s['id_distance_median'])} | "
+        lines.append(f"| {row} | {s['n']} | {_fmt(s['psnr'], 2)} | {_fmt(s['psnr_y'], 2)} | "
+                     f"{_fmt(s['ssim'])} | {_fmt(s['id_distance_mean'])} | {_fmt(s['id_distance_median'])} | "
                      f"{s['id_verified']:.1%} | {s['no_face']} |")
-    lines += ["", "| model vs bicubic | PSNR gain (dB) ± s.e. | faces with higher PSNR | ID distance gain ± s.e. | "
-              "faces closer in identity | beats bicubic (PSNR / identity) |", "|---|---|---|---|---|---|"]
+    lines += ["", "| model vs bicubic | PSNR gain (dB) ± s.e. | faces with higher PSNR | "
+              "ID distance gain ± s.e. | faces closer in identity | beats bicubic (PSNR / identity) |",
+              "|---|---|---|---|---|---|"]
     for model, p in result["paired"].items():
         verdict = f"{'yes' if p['beats_psnr'] else 'NO'} / {'yes' if p['beats_identity'] else 'NO'}"
-        lines.append(f"| {model} | {_fmt(p['psnr_gain'], 2)} ± {_fmt(p['psnr_gain_se'], 2)} | {p['psnr_win']:.1%} | "
-                     f"{_fmt(p['id_gain'])} ± {_fmt(p['id_gain_se'])} | "
+        lines.append(f"| {model} | {_fmt(p['psnr_gain'], 2)} ± {_fmt(p['psnr_gain_se'], 2)} | "
+                     f"{p['psnr_win']:.1%} | {_fmt(p['id_gain'])} ± {_fmt(p['id_gain_se'])} | "
                      f"{p['id_win']:.1%} | {verdict} |")
     lines += ["", f"dlib's HOG detector finds no face in {result['gt_no_face']} of {result['num_samples']} "
               "ground-truth crops (the identity distances use the fixed face box of aligned crops, so every "
@@ -218,9 +222,11 @@ def markdown_report(metrics: Mapping) -> str:
     s = metrics["settings"]
     lines = ["# Face prior on held-out pretraining faces", "",
              f"- faces: {metrics['num_faces']} of the {s['val_count']} crops FacesFolderDataModule holds out "
-             f"for validation ({', '.join(map(str, s['faces_dirs']))}; {s['size']} px, template {s['template']}"
+             f"for validation ({', '.join(map(str, s['faces_dirs']))}; {s['size']} px, "
+             f"template {s['template']}"
              f"{'; --limit ' + str(s['limit']) if s['limit'] else ''})",
-             f"- degradation: {', '.join(s['levels'])}; {s['copies']} draw(s) per face, protocol seed {s['seed']}",
+             f"- degradation: {', '.join(s['levels'])}; {s['copies']} draw(s) per face, "
+             f"protocol seed {s['seed']}",
              "- identity: dlib 128-d distance to the ground truth crop (same person below 0.6)",
              "", "| model | spec | parameters |", "|---|---|---|"]
     lines += [f"| {m['label']} | `{m['spec']}` | {m['parameters'] / 1e6:.2f} M |" for m in metrics["models"]]
@@ -231,7 +237,8 @@ def markdown_report(metrics: Mapping) -> str:
     return "\n".join(lines)
 
 
-def per_image_csv(inputs: pe.InputSet, scores: Mapping[str, Mapping[str, np.ndarray]], gt_face: np.ndarray) -> str:
+def per_image_csv(inputs: pe.InputSet, scores: Mapping[str, Mapping[str, np.ndarray]],
+                  gt_face: np.ndarray) -> str:
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(["level", "face", "copy", "row", *pe.SCORES, "gt_dlib_face"])

@@ -133,7 +133,8 @@ def select_persons(root: Path, count: int, names: str | None) -> tuple[str, ...]
 
 
 def select_others(root: Path, studied: Sequence[str], count: int) -> tuple[Path, ...]:
-    """``count`` other identities with photos: the folders after the last studied one (sorted), then the rest."""
+    """``count`` other identities with photos: the folders after the last studied one (sorted), then the
+    rest."""
     from gpen_fewshot.utils.image import list_images
 
     last = max(studied)

@@ -79,7 +79,8 @@ def _simple_values(observed: int, unit: float) -> list[float]:
     """Values v with ``int(unit * v) == observed``, the simplest first (0.3 rather than 0.298828125)."""
     low, mid = observed / unit, (observed + 0.5) / unit
     values = {low, mid} | {round(x, d) for x in (low, mid) for d in range(7)}
-    return sorted((v for v in values if v > 0 and int(unit * v) == observed), key=lambda v: (_complexity(v), -v))
+    return sorted((v for v in values if v > 0 and int(unit * v) == observed),
+                  key=lambda v: (_complexity(v), -v))
 
 
 def _complexity(value: float) -> int:
@@ -100,7 +101,8 @@ def _choose(ch64: int | None, ch4: int, shapes_for: Any, state_dict: Mapping[str
         cms = [2.0] if ch64 is None else _simple_values(ch64, 256 * narrow)
         for cm in cms:
             # unexpected extra keys say nothing about cm/narrow; strict loading reports them later
-            problems = [p for p in shape_problems(state_dict, shapes_for(cm, narrow)) if "unexpected" not in p]
+            problems = [p for p in shape_problems(state_dict, shapes_for(cm, narrow))
+                        if "unexpected" not in p]
             if not problems:
                 return (int(cm) if float(cm).is_integer() else cm), narrow
             if best is None or len(problems) < best[0]:
@@ -111,7 +113,8 @@ def _choose(ch64: int | None, ch4: int, shapes_for: Any, state_dict: Mapping[str
 
 
 def _level_key(template: str, first: str, size: int) -> str:
-    """Key whose output channels are those at 64 px: the first layer if size is 64, else block log2(size/64)."""
+    """Key whose output channels are those at 64 px: the first layer if size is 64, else block
+    log2(size/64)."""
     level = int(math.log2(size // 64))
     return first if level == 0 else template.format(level)
 
@@ -131,7 +134,8 @@ def infer_generator_config(state_dict: Mapping[str, Tensor]) -> GeneratorConfig:
     ch4 = _require(state_dict, "generator.input.input")[1]
     isconcat = _require(state_dict, "generator.conv1.activate.bias")[0] == 2 * ch4
     residual = "input_skip" in state_dict  # the buffer only residual generators have
-    ch64 = None if size < 64 else _require(state_dict, _level_key("ecd{}.0.1.weight", "ecd0.0.0.weight", size))[0]
+    ch64 = (None if size < 64
+            else _require(state_dict, _level_key("ecd{}.0.1.weight", "ecd0.0.0.weight", size))[0])
 
     def shapes_for(cm: float, narrow: float) -> Shapes:
         return generator_shapes(size, style_dim, n_mlp, cm, narrow, isconcat, residual)
@@ -153,8 +157,8 @@ def infer_discriminator_config(state_dict: Mapping[str, Tensor]) -> Discriminato
         raise CheckpointError("cannot infer the discriminator config: no 'convs.0.0.weight'/'convs.1.*' keys")
     size = 2 ** (n_blocks + 2)
     ch4 = _require(state_dict, "final_linear.1.weight")[1]
-    ch64 = None if size < 64 else _require(state_dict, _level_key("convs.{}.conv2.1.weight", "convs.0.0.weight",
-                                                               size))[0]
+    ch64 = (None if size < 64
+            else _require(state_dict, _level_key("convs.{}.conv2.1.weight", "convs.0.0.weight", size))[0])
 
     def shapes_for(cm: float, narrow: float) -> Shapes:
         return discriminator_shapes(size, cm, narrow)
@@ -241,7 +245,8 @@ def _strip_wrappers(state_dict: dict[str, Any]) -> dict[str, Any]:
 
 
 def _check_kind(state_dict: Mapping[str, Tensor], kind: Kind) -> None:
-    is_generator = "ecd0.0.0.weight" in state_dict or any(k.startswith("generator.style.") for k in state_dict)
+    is_generator = ("ecd0.0.0.weight" in state_dict
+                    or any(k.startswith("generator.style.") for k in state_dict))
     is_discriminator = "final_conv.0.weight" in state_dict and "convs.0.0.weight" in state_dict
     if kind == "generator" and is_discriminator and not is_generator:
         raise CheckpointError("this is a GPEN discriminator state dict, not a generator")
@@ -288,8 +293,8 @@ def _read_file(path: Path, map_location: str | torch.device) -> Any:
     except pickle.UnpicklingError as error:
         refused = re.search(r"Unsupported global: GLOBAL (\S+)", str(error))
         if refused:
-            raise CheckpointError(f"holds a pickled Python object ({refused.group(1)}); refusing to unpickle it "
-                                  "(re-save the state dict alone, or as safetensors)") from None
+            raise CheckpointError(f"holds a pickled Python object ({refused.group(1)}); refusing to "
+                                  "unpickle it (re-save the state dict alone, or as safetensors)") from None
         raise CheckpointError(_not_a_checkpoint(error)) from None
     except (RuntimeError, EOFError, ValueError, UnicodeDecodeError, KeyError, IndexError, TypeError,
             struct.error) as error:  # struct.error: a few bytes that start like a pickle
@@ -301,7 +306,8 @@ def read_checkpoint_file(path: str | Path, map_location: str | torch.device = "c
     a network: for callers that need more than the state dict (e.g. a run's iteration counter).
 
     Raises:
-        CheckpointError: empty, truncated, not a checkpoint, or holding pickled objects; the message names the file.
+        CheckpointError: empty, truncated, not a checkpoint, or holding pickled objects; the message names
+            the file.
     """
     path = Path(path)
     with _about(path):
@@ -323,8 +329,8 @@ def _resolve(path_or_name: str | Path, kind: Kind) -> Path:
 
     spec = REGISTRY.get(str(path_or_name))
     if spec is None:
-        raise FileNotFoundError(f"{path_or_name}: no such file or directory, and not a registered weights name "
-                                f"({', '.join(n for n, s in REGISTRY.items() if s.kind == kind)})")
+        raise FileNotFoundError(f"{path_or_name}: no such file or directory, and not a registered weights "
+                                f"name ({', '.join(n for n, s in REGISTRY.items() if s.kind == kind)})")
     if spec.kind != kind:
         raise CheckpointError(f"{spec.name!r} holds {spec.kind} weights, not a GPEN {kind}")
     return weight_path(spec.name)
@@ -380,7 +386,8 @@ def _load_into(model: torch.nn.Module, state_dict: Mapping[str, Tensor], strict:
     if not strict:  # missing/unexpected keys are allowed, wrong shapes never are
         problems = [p for p in problems if "wrong shape" in p]
     if problems:
-        raise CheckpointError(f"does not fit {type(model).__name__}({describe_config(config)}): " + "; ".join(problems))
+        raise CheckpointError(f"does not fit {type(model).__name__}({describe_config(config)}): "
+                              + "; ".join(problems))
     model.load_state_dict(state_dict, strict=strict)
 
 
@@ -422,8 +429,8 @@ def load_generator(path_or_name: str | Path, map_location: str | torch.device = 
     return model.eval()
 
 
-def load_discriminator(path_or_name: str | Path, map_location: str | torch.device = "cpu", strict: bool = True,
-                       config: DiscriminatorConfig | None = None) -> GPENDiscriminator:
+def load_discriminator(path_or_name: str | Path, map_location: str | torch.device = "cpu",
+                       strict: bool = True, config: DiscriminatorConfig | None = None) -> GPENDiscriminator:
     """Build a ``GPENDiscriminator`` with the checkpoint's (inferred) config and load it (eval mode).
 
     Args and errors as ``load_generator``.

@@ -98,7 +98,9 @@ class GPENDiscriminator(nn.Module):
         """
         size = self.config.size
         if x.ndim != 4 or x.shape[1] != 3 or x.shape[2] != size or x.shape[3] != size:
-            raise ValueError(f"GPENDiscriminator: expected input (N, 3, {size}, {size}), got {tuple(x.shape)}")
+            raise ValueError(
+                f"GPENDiscriminator: expected input (N, 3, {size}, {size}), got {tuple(x.shape)}"
+            )
         features = []
         out = x
         for block in self.convs:

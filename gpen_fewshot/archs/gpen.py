@@ -27,11 +27,12 @@ from .layers import (
 RESIDUAL_RGB_INIT = 0.01
 # Initial gain of the concatenated encoder features in a fresh residual generator. The reference starts every
 # NoiseInjection weight at 0, so the decoder first sees no encoder feature at all and the encoder gets no
-# gradient until Adam has grown the gains (~lr per step): an overfit probe gained 0.34 dB in 100 updates from 0
-# and 0.67 dB from 1 (issue 13).
+# gradient until Adam has grown the gains (~lr per step): an overfit probe gained 0.34 dB in 100 updates
+# from 0 and 0.67 dB from 1 (issue 13).
 RESIDUAL_NOISE_INIT = 1.0
-# Kernel of the first encoder layer (ecd0) of a residual generator: the reference's 1x1 leaves a single 3x3 conv
-# at full resolution between the input and the output; 3x3 took the probe from 0.89 to 1.21 dB (issue 13).
+# Kernel of the first encoder layer (ecd0) of a residual generator: the reference's 1x1 leaves a single 3x3
+# conv at full resolution between the input and the output; 3x3 took the probe from 0.89 to 1.21 dB
+# (issue 13).
 RESIDUAL_ECD0_KERNEL = 3
 
 __all__ = ["GPENGenerator", "GeneratorConfig", "StyleDecoder", "channel_table", "log2_size"]
@@ -41,7 +42,8 @@ def channel_table(channel_multiplier: int = 2, narrow: float = 1.0, max_size: in
     """GPEN's channels per resolution (shared by generator and discriminator), ``int()`` of each entry.
 
     Raises:
-        ValueError: if ``narrow``/``channel_multiplier`` leave a resolution up to ``max_size`` without channels.
+        ValueError: if ``narrow``/``channel_multiplier`` leave a resolution up to ``max_size`` without
+            channels.
     """
     base = {4: 512, 8: 512, 16: 512, 32: 512}
     table = {res: int(c * narrow) for res, c in base.items()}
@@ -156,9 +158,9 @@ class GPENGenerator(nn.Module):
         residual: the project's compact-prior layout (off in released models): output = input + decoder
             output, so an untrained network is close to the identity and a clean face passes through; the
             first encoder layer is 3x3 instead of 1x1 and the feature-concatenation gains start at 1 instead
-            of 0 (both for learning speed, see the constants above). Adds a scalar buffer ``input_skip`` to the
-            state dict, which is how checkpoints tell the layout apart (released files have none and load
-            unchanged).
+            of 0 (both for learning speed, see the constants above). Adds a scalar buffer ``input_skip`` to
+            the state dict, which is how checkpoints tell the layout apart (released files have none and
+            load unchanged).
     """
 
     def __init__(self, size: int, style_dim: int = 512, n_mlp: int = 8, channel_multiplier: int = 2,

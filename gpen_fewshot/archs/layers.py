@@ -407,7 +407,8 @@ class ConvLayer(nn.Sequential):
 
 
 class ResBlock(nn.Module):
-    """Discriminator residual block: two 3x3 ConvLayers (second downsamples) + 1x1 downsampling skip, / sqrt(2)."""
+    """Discriminator residual block: two 3x3 ConvLayers (second downsamples) + 1x1 downsampling skip,
+    / sqrt(2)."""
 
     def __init__(self, in_channel: int, out_channel: int,
                  blur_kernel: Sequence[float] = DEFAULT_BLUR_KERNEL) -> None:

@@ -24,7 +24,8 @@ def channels(resolution: int, channel_multiplier: float, narrow: float) -> int:
     return int(16384 // resolution * channel_multiplier * narrow)
 
 
-def _styled(shapes: Shapes, prefix: str, c_in: int, c_out: int, style_dim: int, concat: int, up: bool) -> None:
+def _styled(shapes: Shapes, prefix: str, c_in: int, c_out: int, style_dim: int, concat: int,
+            up: bool) -> None:
     shapes[f"{prefix}.conv.weight"] = (1, c_out, c_in, 3, 3)
     if up:
         shapes[f"{prefix}.conv.blur.kernel"] = _KERNEL
@@ -57,8 +58,10 @@ def generator_shapes(size: int, style_dim: int, n_mlp: int, channel_multiplier: 
     _to_rgb(shapes, "generator.to_rgb1", concat * ch[4], style_dim, up=False)
     resolutions = [r for r in ch if r >= 8]
     for k, res in enumerate(resolutions):
-        _styled(shapes, f"generator.convs.{2 * k}", concat * ch[res // 2], ch[res], style_dim, concat, up=True)
-        _styled(shapes, f"generator.convs.{2 * k + 1}", concat * ch[res], ch[res], style_dim, concat, up=False)
+        _styled(shapes, f"generator.convs.{2 * k}", concat * ch[res // 2], ch[res], style_dim, concat,
+                up=True)
+        _styled(shapes, f"generator.convs.{2 * k + 1}", concat * ch[res], ch[res], style_dim, concat,
+                up=False)
     for k, res in enumerate(resolutions):
         _to_rgb(shapes, f"generator.to_rgbs.{k}", concat * ch[res], style_dim, up=True)
     k0 = 3 if residual else 1  # the residual layout's first encoder layer is 3x3 (gpen.RESIDUAL_ECD0_KERNEL)

@@ -26,15 +26,18 @@ EXIT_SETUP = 2
 
 def build_parser() -> argparse.ArgumentParser:
     """The command-line interface."""
-    p = argparse.ArgumentParser(prog="gpen-app", description="Web demo (Gradio): restore the faces of a photo in "
+    p = argparse.ArgumentParser(prog="gpen-app",
+                                description="Web demo (Gradio): restore the faces of a photo in "
                                 "the browser, at http://127.0.0.1:7860 by default.")
     p.add_argument("--host", default="127.0.0.1",
                    help="address to listen on (default: %(default)s, reachable from this machine only)")
     p.add_argument("--port", type=int, default=7860, help="port (default: %(default)s)")
     p.add_argument("--persons-dir", type=Path, default=None,
-                   help="where registered persons are listed (default: $GPEN_FEWSHOT_PERSONS_DIR, else data/persons)")
+                   help="where registered persons are listed (default: $GPEN_FEWSHOT_PERSONS_DIR, "
+                   "else data/persons)")
     p.add_argument("--base", default=None,
-                   help="base model: weights name, checkpoint file or export directory (default: as restore.py)")
+                   help="base model: weights name, checkpoint file or export directory "
+                   "(default: as restore.py)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ... (default: %(default)s)")
     p.add_argument("--output-dir", type=Path, default=None,
                    help="where results are written (default: a new temporary folder)")

@@ -49,9 +49,11 @@ def load_generator_for_export(args: argparse.Namespace) -> nn.Module:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=onnx_export.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(description=onnx_export.__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("-o", "--output", type=Path, required=True, help="ONNX file to write")
-    p.add_argument("--base", default=None, help="base model name / file / export dir (default: the default base)")
+    p.add_argument("--base", default=None,
+                   help="base model name / file / export dir (default: the default base)")
     p.add_argument("--person", default=None, help="person name or export directory")
     p.add_argument("--persons-dir", type=Path, default=None)
     p.add_argument("--strength", type=float, default=1.0, help="person strength in [0, 1] (default 1)")

@@ -1,6 +1,7 @@
 """Export a pretrained prior (EMA generator + discriminator) from a training run as bundled safetensors files.
 
-    python scripts/export_prior.py outputs/prior_compact_256/<run> --name gpen-compact-256 --out gpen_fewshot/assets/weights
+    python scripts/export_prior.py outputs/prior_compact_256/<run> --name gpen-compact-256 \\
+        --out gpen_fewshot/assets/weights
     python scripts/export_prior.py run/checkpoints/best.ckpt --name my-prior --out /tmp/w --dtype float32
 
 Reads ``<run>/checkpoints/last.ckpt`` (``--checkpoint best`` for ``best.ckpt``; or the ``.ckpt`` given),
@@ -32,7 +33,8 @@ from gpen_fewshot.weights import COMPACT_256_LICENCE
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("source", type=Path, help="pretraining run directory or a .ckpt file of one")
     parser.add_argument("--name", default="gpen-compact-256", help="registry name (files <name>.safetensors "
                         "and <name>-D.safetensors; default: %(default)s)")
@@ -40,17 +42,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="destination folder (default: %(default)s)")
     parser.add_argument("--checkpoint", choices=CHECKPOINTS, default="last",
                         help="which checkpoint of a run directory (default: %(default)s)")
-    parser.add_argument("--dtype", choices=sorted(DTYPES), default="float16", help="storage (default: %(default)s)")
+    parser.add_argument("--dtype", choices=sorted(DTYPES), default="float16",
+                        help="storage (default: %(default)s)")
     parser.add_argument("--tolerance", type=float, default=DEFAULT_TOLERANCE,
-                        help="max abs generator difference vs float32, images in [-1, 1] (default: %(default)s)")
+                        help="max abs generator difference vs float32, images in [-1, 1] "
+                        "(default: %(default)s)")
     return parser.parse_args(argv)
 
 
 def report(result: PriorExport) -> str:
     """What the script prints after a successful export."""
     lines = [f"source:  {result.source.path} (iteration {result.source.iteration})",
-             f"max abs diff vs float32 EMA generator: {result.generator_max_abs_diff:.3e} (images in [-1, 1]); "
-             f"discriminator logits: {result.discriminator_max_abs_diff:.3e}"]
+             f"max abs diff vs float32 EMA generator: {result.generator_max_abs_diff:.3e} "
+             f"(images in [-1, 1]); discriminator logits: {result.discriminator_max_abs_diff:.3e}"]
     for file in (result.generator, result.discriminator):
         lines += [f"wrote   {file.path}", f"  size   {file.size:,} bytes", f"  sha256 {file.sha256}"]
     lines += ["", "# pin them in gpen_fewshot/weights.py (top of the file, replacing the placeholders):",

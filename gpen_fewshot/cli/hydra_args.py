@@ -49,7 +49,7 @@ def check_overrides(config_dir: str | Path, config_name: str, argv: Sequence[str
         name = type(error).__name__
         detail = one_line(str(error))
         if "Lexer" in name or "Parse" in name or "mismatched input" in detail:
-            detail = (f"cannot parse the override(s) {' '.join(argv)!r} ({detail}); quote values with spaces or "
-                      "non-ASCII characters, e.g. 'paths.log_dir=\"/my runs\"'")
+            detail = (f"cannot parse the override(s) {' '.join(argv)!r} ({detail}); quote values with "
+                      "spaces or non-ASCII characters, e.g. 'paths.log_dir=\"/my runs\"'")
         print(f"error: {detail}", file=sys.stderr)
         raise SystemExit(1) from None

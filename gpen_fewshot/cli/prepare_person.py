@@ -27,7 +27,8 @@ class _DefaultsWhereMeaningful(argparse.HelpFormatter):
 
     def _get_help_string(self, action: argparse.Action) -> str:
         text = action.help or ""
-        if "(default" in text or action.default in (None, False, argparse.SUPPRESS) or not action.option_strings:
+        if ("(default" in text or action.default in (None, False, argparse.SUPPRESS)
+                or not action.option_strings):
             return text
         return f"{text} (default: %(default)s)"
 
@@ -54,12 +55,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--size", type=int, default=256, help="crop side in pixels (256, 512, 1024)")
     parser.add_argument("--template", choices=sorted(TEMPLATES), default="gpen", help="alignment template")
     parser.add_argument("--holdout", type=_holdout, default=None, metavar="N|FRACTION|auto",
-                        help="photos held out for validation: a count, a fraction, or auto (1 when >= 4 usable) "
-                             "(default: auto)")
+                        help="photos held out for validation: a count, a fraction, or auto "
+                             "(1 when >= 4 usable) (default: auto)")
     parser.add_argument("--min-photos", type=int, default=3, help="fewest usable photos accepted")
     parser.add_argument("--out", type=Path, default=None,
-                        help="root of the outputs, written to OUT/<size>_<template>/ (default: <person>/.prepared, "
-                             "or the user cache when that folder is read-only)")
+                        help="root of the outputs, written to OUT/<size>_<template>/ "
+                             "(default: <person>/.prepared, or the user cache when that folder is read-only)")
     parser.add_argument("--detector", choices=("auto", "resnet50", "mobilenet0.25"), default="auto",
                         help="RetinaFace backbone ('auto': ResNet-50 if its weights are present)")
     parser.add_argument("--min-face-scale", type=float, default=VettingSettings.min_face_scale,
@@ -67,7 +68,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--min-sharpness", type=float, default=VettingSettings.min_sharpness,
                         help="reject faces whose Laplacian variance is below this")
     parser.add_argument("--no-identity", action="store_true",
-                        help="do not compare identities (group photos then use the largest face) (default: compare)")
+                        help="do not compare identities (group photos then use the largest face) "
+                             "(default: compare)")
     parser.add_argument("--quiet", action="store_true", help="no progress lines (default: progress shown)")
     return parser
 
@@ -117,8 +119,8 @@ def _print_table(records: Sequence) -> None:
 def _print_outputs(prepared) -> None:
     rejected = sum(r.decision != "used" for r in prepared.records)
     cached = " (unchanged: reused the previous preparation)" if prepared.from_cache else ""
-    print(f"\nperson {prepared.name!r}: {len(prepared.train_crops)} train, {len(prepared.holdout_crops)} holdout, "
-          f"{rejected} rejected{cached}")
+    print(f"\nperson {prepared.name!r}: {len(prepared.train_crops)} train, "
+          f"{len(prepared.holdout_crops)} holdout, {rejected} rejected{cached}")
     print(f"crops:         {prepared.root / 'train'}  {prepared.root / 'holdout'}")
     print(f"manifest:      {prepared.manifest_path}")
     print(f"contact sheet: {prepared.contact_sheet}")

@@ -7,7 +7,8 @@ Examples::
     python restore.py -i family/ -o restored/ --persons-dir data/persons --strength 0.7 --scale 2
     python restore.py -i crops/ --aligned --weights data/persons/alice/weights
     python restore.py -i old.jpg --compare               # also old_compare.jpg: input | restored, labelled
-    python restore.py -i photos/ -o results/ -s 2 --ext png --suffix restored --only_center_face  # GFPGAN's flags
+    # GFPGAN's flags
+    python restore.py -i photos/ -o results/ -s 2 --ext png --suffix restored --only_center_face
 
 Each output gets a JSON sidecar ``<output>.json`` (per face: box, person or base, identity distance, strength
 used, identity-guard decisions). Exit code: 0 when every input was restored, 1 when some failed (each failure
@@ -42,8 +43,9 @@ from gpen_fewshot.restore import FaceModel, RestoreOptions, Restorer, load_base_
 from gpen_fewshot.restore.comparison import comparison_path, faces_dir
 from gpen_fewshot.restore.models import BASE
 from gpen_fewshot.restore.pipeline import BACKGROUND_UPSAMPLERS, sidecar_path
+from gpen_fewshot.utils import precision as cpu_probe  # module access: tests stand in for the probe
 from gpen_fewshot.utils.checkout import source_root
-from gpen_fewshot.utils.precision import cpu_bf16_supported
+from gpen_fewshot.utils.device import resolve_device as torch_device
 
 DEMO_INPUT = Path("data") / "demo" / "group" / "Solvay_conference_1927.png"
 EXIT_OK, EXIT_FAILURES, EXIT_SETUP, EXIT_INTERRUPTED = 0, 1, 2, 130
@@ -78,16 +80,19 @@ def build_parser() -> argparse.ArgumentParser:
                    help="allow an output to replace one of the input files (refused otherwise)")
     p.add_argument("--ext", default="auto", choices=EXTENSIONS,
                    help="format of the outputs named here (auto: the input's; default: %(default)s)")
-    p.add_argument("--suffix", default="", help="appended to the output names after '_' (a.jpg -> a_SUFFIX.jpg)")
+    p.add_argument("--suffix", default="",
+                   help="appended to the output names after '_' (a.jpg -> a_SUFFIX.jpg)")
     p.add_argument("--compare", action="store_true",
-                   help="also write <output stem>_compare.<ext> (input | restored, labelled) and the face pairs "
-                        "of --save-faces")
+                   help="also write <output stem>_compare.<ext> (input | restored, labelled) and the face "
+                        "pairs of --save-faces")
     who = p.add_argument_group("models")
     who.add_argument("--base", default=None,
-                     help="base model: weights name, checkpoint file or export directory (default: the base the first "
-                          "--person was trained from, else GPEN-BFR-512 if present, else gpen-compact-256)")
+                     help="base model: weights name, checkpoint file or export directory (default: the base "
+                          "the first --person was trained from, else GPEN-BFR-512 if present, "
+                          "else gpen-compact-256)")
     who.add_argument("--person", action="append", default=[], metavar="NAME",
-                     help="register a person (name or export path; repeatable); faces are matched by identity")
+                     help="register a person (name or export path; repeatable); "
+                          "faces are matched by identity")
     who.add_argument("--persons-dir", type=Path, default=None,
                      help="where person names are looked up; without --person, register every person in it")
     who.add_argument("--weights", type=Path, default=None,
@@ -97,7 +102,8 @@ def build_parser() -> argparse.ArgumentParser:
                           "%(default)s)")
     who.add_argument("--alpha", type=float, default=1.0,
                      help="GPEN's --alpha: blend each restored face with its input face, alpha * restored + "
-                          "(1 - alpha) * input (pixels, every face; --strength mixes weights; default: %(default)s)")
+                          "(1 - alpha) * input (pixels, every face; --strength mixes weights; "
+                          "default: %(default)s)")
     who.add_argument("--match-threshold", type=float, default=None,
                      help="identity distance below which a face is a registered person (default: dlib's 0.6)")
     guard = who.add_mutually_exclusive_group()
@@ -115,8 +121,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help="inputs are aligned face crops")
     faces.add_argument("--save-faces", action="store_true",
                        help="also write input|restored crop pairs to <output stem>_faces/")
-    faces.add_argument("--only-center-face", "--only_center_face", dest="only_center_face", action="store_true",
-                       help="restore only the face nearest the image centre")
+    faces.add_argument("--only-center-face", "--only_center_face", dest="only_center_face",
+                       action="store_true", help="restore only the face nearest the image centre")
     faces.add_argument("--min-face-size", type=float, default=0.0, help="skip faces smaller than this (px)")
     faces.add_argument("--detector", default="auto", choices=("auto", "resnet50", "mobilenet0.25"))
     faces.add_argument("--no-color-match", action="store_true", help="paste without seam colour matching")
@@ -127,10 +133,13 @@ def build_parser() -> argparse.ArgumentParser:
                           "bf16 (CPU or CUDA) and fp16 (CUDA) run under autocast")
     run.add_argument("--fp16", dest="precision", action="store_const", const="fp16",
                      help="same as --precision fp16 (CUDA only)")
-    run.add_argument("--batch-size", type=int, default=4, help="faces per forward pass (default: %(default)s)")
+    run.add_argument("--batch-size", type=int, default=4,
+                     help="faces per forward pass (default: %(default)s)")
     run.add_argument("-q", "--quiet", action="store_true",
-                     help="only the last line (and errors): no model, per-photo or per-face lines, no progress bars")
-    run.add_argument("--debug", action="store_true", help="show the full traceback of errors (for bug reports)")
+                     help="only the last line (and errors): no model, per-photo or per-face lines, "
+                          "no progress bars")
+    run.add_argument("--debug", action="store_true",
+                     help="show the full traceback of errors (for bug reports)")
     return p
 
 
@@ -148,10 +157,9 @@ def resolve_device(name: str, precision: str = "auto") -> tuple[torch.device, st
     ``auto`` is bf16 only on a CPU with native bf16 units (elsewhere bf16 is emulated and slower than fp32)
     and fp32 otherwise (CUDA included: fp16/bf16 there are opt-in); fp16 on a CPU falls back to fp32.
     """
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu") if name == "auto" else torch.device(name)
+    device = torch_device(name)
     if precision == "auto":
-
-        return device, "bf16" if device.type == "cpu" and cpu_bf16_supported() else "fp32"
+        return device, "bf16" if device.type == "cpu" and cpu_probe.cpu_bf16_supported() else "fp32"
     if precision == "fp16" and device.type != "cuda":
         print("warning: fp16 needs a CUDA device; running in float32 on the CPU", file=sys.stderr)
         return device, "fp32"
@@ -184,8 +192,8 @@ def _options(args: argparse.Namespace, precision: str):
     if args.match_threshold is not None:
         extra["match_threshold"] = args.match_threshold
     return RestoreOptions(
-        strength=args.strength, scale=args.scale, aligned=args.aligned, only_center_face=args.only_center_face,
-        alpha=args.alpha, background=args.bg_upsampler,
+        strength=args.strength, scale=args.scale, aligned=args.aligned,
+        only_center_face=args.only_center_face, alpha=args.alpha, background=args.bg_upsampler,
         min_face_size=args.min_face_size, batch_size=args.batch_size, precision=precision,
         guard_threshold=None if args.no_guard else args.guard_threshold,
         paste=PasteConfig(color_match=not args.no_color_match), **extra,
@@ -222,14 +230,15 @@ def _default_base(persons: list):
             model.source = f"base of {person.name}"
             base = person.base
             model.label = base.name if base is not None else f"base of {person.name}"
-            model.origin = f"the base {person.name} was tuned from" + (f": {base.path}" if base is not None else "")
+            model.origin = (f"the base {person.name} was tuned from"
+                            + (f": {base.path}" if base is not None else ""))
             return model
     return load_base_model(None)
 
 
 def _restore_all(restorer, pairs: list[tuple[Path, Path]], args: argparse.Namespace) -> int:
-    """Restore every pair, with progress bars (stderr) over the photos and over each photo's faces; returns the
-    number of failed inputs.
+    """Restore every pair, with progress bars (stderr) over the photos and over each photo's faces; returns
+    the number of failed inputs.
 
     Raises:
         Interrupted: Ctrl-C; carries how many outputs were written (each one atomically, so none is partial).
@@ -239,7 +248,8 @@ def _restore_all(restorer, pairs: list[tuple[Path, Path]], args: argparse.Namesp
     failures = written = 0
     nested = len(pairs) > 1
     try:
-        for source, target in tqdm(pairs, desc="photos", unit="photo", disable=not nested or args.quiet or None):
+        for source, target in tqdm(pairs, desc="photos", unit="photo",
+                                   disable=not nested or args.quiet or None):
             started = time.perf_counter()
             faces_bar = tqdm(desc="detecting faces", unit="face", leave=False, position=int(nested),
                              disable=args.quiet or None)
@@ -355,8 +365,8 @@ def _run(args: argparse.Namespace, pairs: list[tuple[Path, Path]], started: floa
         print(f"skipped {shlex.quote(str(path))}: {reason}", file=sys.stderr)
     file_failures = _restore_all(restorer, pairs, args)
     failures += file_failures
-    print(final_line(len(pairs) - file_failures, len(pairs), failures, len(skipped), time.perf_counter() - started,
-                     pairs))
+    print(final_line(len(pairs) - file_failures, len(pairs), failures, len(skipped),
+                     time.perf_counter() - started, pairs))
     return EXIT_FAILURES if failures else EXIT_OK
 
 

@@ -1,5 +1,5 @@
-"""Where ``gpen-restore`` writes: output names (``--ext``, ``--suffix``), refusing to overwrite inputs, and the
-folder entries it does not restore."""
+"""Where ``gpen-restore`` writes: output names (``--ext``, ``--suffix``), refusing to overwrite inputs, and
+the folder entries it does not restore."""
 
 from __future__ import annotations
 
@@ -70,9 +70,10 @@ def _output_file(target: Path, ext: str, suffix: str) -> Path:
     if target.suffix.lower() not in IMAGE_EXTENSIONS:
         raise ValueError(f"{target}: unsupported output format {target.suffix!r} (use one of "
                          f"{', '.join(IMAGE_EXTENSIONS)}; end the path with '/' for a folder)")
-    if ext != "auto" and target.suffix.lower() not in {".png": (".png",), ".jpg": (".jpg", ".jpeg")}[f".{ext}"]:
-        raise ValueError(f"{target}: --ext {ext} contradicts the output file's extension (drop --ext, or give "
-                         "a folder as -o)")
+    if (ext != "auto"
+            and target.suffix.lower() not in {".png": (".png",), ".jpg": (".jpg", ".jpeg")}[f".{ext}"]):
+        raise ValueError(f"{target}: --ext {ext} contradicts the output file's extension (drop --ext, or "
+                         "give a folder as -o)")
     if suffix:
         raise ValueError(f"{target}: --suffix names outputs inside a folder, -o already names the file (drop "
                          "--suffix, or give a folder as -o)")
@@ -99,7 +100,8 @@ def _file_id(path: Path) -> tuple[int, int]:
 
 
 def skipped_files(input_path: Path) -> list[tuple[Path, str]]:
-    """Visible entries of an input folder that are not restored, with the reason (nothing is skipped silently)."""
+    """Visible entries of an input folder that are not restored, with the reason (nothing is skipped
+    silently)."""
 
     if not input_path.is_dir():
         return []

@@ -15,12 +15,14 @@ def face_counts(faces: Sequence) -> str:
     restored = sum(f.decision == RESTORED for f in faces)
     kept = sum(f.decision == KEPT_INPUT for f in faces)
     skipped = sum(f.decision == SKIPPED for f in faces)
-    parts = [f"{restored} restored"] + [f"{kept} kept as input"] * bool(kept) + [f"{skipped} skipped"] * bool(skipped)
+    parts = ([f"{restored} restored"] + [f"{kept} kept as input"] * bool(kept)
+             + [f"{skipped} skipped"] * bool(skipped))
     return f"{len(faces)} face{'s' * (len(faces) != 1)} found: {', '.join(parts)}"
 
 
 def face_lines(faces: Sequence, base_label: str) -> list[str]:
-    """One line per distinct outcome, naming its faces: ``faces 0-26, 28: restored with gpen-compact-256 (base)``."""
+    """One line per distinct outcome, naming its faces: ``faces 0-26, 28: restored with gpen-compact-256
+    (base)``."""
     groups: dict[str, list[int]] = {}
     for face in faces:
         groups.setdefault(face.outcome(base_label), []).append(face.index)

@@ -2,8 +2,8 @@
 
 :class:`RestoreService` holds the models between requests and restores through exactly the code path of
 ``python restore.py -i PHOTO -o OUT.png [--person EXPORT] --strength S`` (:func:`gpen_fewshot.cli.restore.
-build_restorer` and ``Restorer.restore_file``, which also writes the per-face JSON report); it needs no Gradio.
-:func:`build_app` lays out the page. Gradio is an optional extra and is imported only there.
+build_restorer` and ``Restorer.restore_file``, which also writes the per-face JSON report); it needs no
+Gradio. :func:`build_app` lays out the page. Gradio is an optional extra and is imported only there.
 """
 
 from __future__ import annotations
@@ -76,10 +76,12 @@ class RestoreService:
                  output_root: str | os.PathLike | None = None) -> None:
 
         self._restore_args = list(restore_args)
-        parsed = build_parser().parse_args(self._restore_args)  # bad options fail here, not on the first request
+        # bad options fail here, not on the first request
+        parsed = build_parser().parse_args(self._restore_args)
         self.device, self.precision = resolve_device(parsed.device, parsed.precision)
         self.persons_root = Path(persons_root) if persons_root is not None else persons_dir()
-        self.output_root = Path(output_root) if output_root is not None else Path(tempfile.mkdtemp(prefix="gpen-app-"))
+        self.output_root = (Path(output_root) if output_root is not None
+                            else Path(tempfile.mkdtemp(prefix="gpen-app-")))
         self.output_root.mkdir(parents=True, exist_ok=True)
         self._restorers: dict[str, object] = {}
         self._lock = threading.Lock()
@@ -121,7 +123,8 @@ class RestoreService:
             raise ValueError(f"person {choice!r}: the export at {export} could not be loaded")
         return restorer
 
-    def restore(self, photo: str | os.PathLike, choice: str = BASE_CHOICE, strength: float = 1.0) -> DemoResult:
+    def restore(self, photo: str | os.PathLike, choice: str = BASE_CHOICE,
+                strength: float = 1.0) -> DemoResult:
         """Restore one photo file; writes ``restored_<name>.png`` and its JSON report to a new folder.
 
         Args:
@@ -179,8 +182,8 @@ def build_app(service: RestoreService, demo_photo: Path | None = None):
         gr.Markdown(DESCRIPTION)
         with gr.Row():
             with gr.Column():
-                photo = gr.Image(label="Photo", type="filepath", image_mode=None, sources=["upload", "clipboard"],
-                                 elem_id="photo")
+                photo = gr.Image(label="Photo", type="filepath", image_mode=None,
+                                 sources=["upload", "clipboard"], elem_id="photo")
                 if demo_photo is not None and demo_photo.is_file():
                     gr.Examples([[str(demo_photo)]], inputs=[photo], label="Demo photo")
                 choice = gr.Dropdown(service.choices(), value=BASE_CHOICE, label="Weights", elem_id="weights",

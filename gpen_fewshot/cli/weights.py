@@ -25,12 +25,15 @@ _DEFAULT_KINDS = ("generator", "discriminator")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("names", nargs="*", help="registry names (default: all GPEN generator/discriminator "
                         "files; with --verify: every file on disk)")
-    parser.add_argument("--list", action="store_true", help="list the registry and what is on disk, then exit")
+    parser.add_argument("--list", action="store_true",
+                        help="list the registry and what is on disk, then exit")
     parser.add_argument("--dir", type=Path, help=f"weights folder (sets ${weights.ENV_WEIGHTS_DIR})")
-    parser.add_argument("--verify", action="store_true", help="check sha256 of files on disk; download nothing")
+    parser.add_argument("--verify", action="store_true",
+                        help="check sha256 of files on disk; download nothing")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     return parser.parse_args(argv)
 

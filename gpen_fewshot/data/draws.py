@@ -27,7 +27,8 @@ def sample_rng(seed: int, key: str, level: str, copy: int) -> np.random.Generato
     return np.random.default_rng(np.random.SeedSequence([int(seed), int.from_bytes(digest[:16], "little")]))
 
 
-def degrade(gt: np.ndarray, degradation: Degradation, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+def degrade(gt: np.ndarray, degradation: Degradation,
+            rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
     """One draw: uint8 RGB (S, S, 3) ground truth -> ``(gt, lq)``, both uint8 RGB (S, S, 3).
 
     The ground truth comes back too because a degradation model may change it (grayscale pairs).

@@ -79,7 +79,6 @@ class FeatureDistance:
     def feature(self) -> nn.Module | None:
         """The feature extractor (the default one is loaded on first use), or None when unavailable."""
         if self._feature is None and self._reason is None:
-
             try:
                 self._feature = load_fid_inception(download=self.download)
             except WeightsUnavailableError:

@@ -21,10 +21,11 @@ import numpy as np
 import torch
 from torch import nn
 
+from gpen_fewshot import weights as registry  # module access: tests stand in for the registry
 from gpen_fewshot._compat import import_basicsr
 from gpen_fewshot.evaluation.values import MetricValue, Unavailable
 from gpen_fewshot.utils.image import image_to_tensor, rgb_to_bgr
-from gpen_fewshot.weights import WeightsUnavailableError, destination, get_spec, weight_path
+from gpen_fewshot.weights import WeightsUnavailableError, destination, get_spec
 
 LPIPS_WEIGHTS = "lpips-alexnet"
 # NIQE's features use 96x96 blocks at full and half resolution; with fewer than 2x2 blocks its covariance
@@ -150,7 +151,7 @@ class LPIPSMetric:
             return None
 
         try:
-            weight_path(LPIPS_WEIGHTS, download=self.download, progress=False)
+            registry.weight_path(LPIPS_WEIGHTS, download=self.download, progress=False)
         except WeightsUnavailableError:
             spec = get_spec(LPIPS_WEIGHTS)
             return f"lpips: needs {spec.filename} in {destination(spec).parent} (download {spec.url})"

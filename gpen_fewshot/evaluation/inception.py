@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torchvision.models.inception import Inception3, InceptionA, InceptionC, InceptionE
 
-from gpen_fewshot.weights import weight_path
+from gpen_fewshot import weights as registry  # module access: tests stand in for the registry
 
 FID_WEIGHTS = "fid-inception"
 FID_INPUT_SIZE = 299
@@ -121,8 +121,7 @@ def load_fid_inception(path: str | os.PathLike | None = None, download: bool = F
         ValueError: the file is not an Inception state_dict (names what is missing / unexpected).
     """
     if path is None:
-
-        path = weight_path(FID_WEIGHTS, download=download)
+        path = registry.weight_path(FID_WEIGHTS, download=download)
     path = Path(path)
     state = torch.load(path, map_location="cpu", weights_only=True)
     if not isinstance(state, dict):

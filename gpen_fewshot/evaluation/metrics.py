@@ -62,7 +62,8 @@ Images = Sequence[np.ndarray] | np.ndarray | torch.Tensor
 
 def as_images(images: Images | None) -> list[np.ndarray] | None:
     """uint8 RGB (H, W, 3) images from a list of them, a uint8 (N, H, W, 3) or (H, W, 3) array, or a float
-    tensor (N, 3, H, W) / (3, H, W) in [-1, 1] (network output; converted by ``utils.image.tensor_to_image``)."""
+    tensor (N, 3, H, W) / (3, H, W) in [-1, 1] (network output; converted by
+    ``utils.image.tensor_to_image``)."""
     if images is None:
         return None
     if isinstance(images, torch.Tensor):

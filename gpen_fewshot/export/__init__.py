@@ -12,7 +12,8 @@ holding
   photos, reference identity embedding (128 floats, dlib), final validation metrics, package version and
   creation time;
 - ``README.md`` (person exports only): the model card (base model, photos, training recipe, validation
-  metrics, intended use, limitations, and a privacy note: ``person.json`` holds a real person's face embedding).
+  metrics, intended use, limitations, and a privacy note: ``person.json`` holds a real person's face
+  embedding).
 
 Storage modes:
 

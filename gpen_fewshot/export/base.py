@@ -58,7 +58,8 @@ def _reference_for_path(path: Path) -> BaseReference:
     if path.is_dir():
         weights = path / WEIGHTS_FILE
         if not (path / CONFIG_FILE).is_file() or not weights.is_file():
-            raise ExportError(f"{path}: base directory is not an export (needs {CONFIG_FILE} and {WEIGHTS_FILE})")
+            raise ExportError(f"{path}: base directory is not an export "
+                              f"(needs {CONFIG_FILE} and {WEIGHTS_FILE})")
         return BaseReference(path.name, file_sha256(weights), path)
     return BaseReference(_registry_name_of(path) or path.stem, file_sha256(path), path)
 
@@ -96,7 +97,6 @@ def resolve_recorded_base(name: str | None, sha256: str | None, path_hint: str |
     """
     candidates: list[str | os.PathLike] = [override] if override is not None else []
     if override is None:
-
         if name in REGISTRY and destination(name).exists():
             candidates.append(name)
         if path_hint and Path(path_hint).exists():

@@ -33,14 +33,15 @@ def _metrics_section(name: str, metrics: Mapping[str, float], identity_loss: str
     lines = ["## Validation metrics", ""]
     if not metrics:
         return [*lines, "None recorded (the run had no held-out photos, or validation was switched off).", ""]
-    lines += ["Final EMA generator on the person's held-out photos (never trained on), degraded as in training:", ""]
+    lines += ["Final EMA generator on the person's held-out photos (never trained on), degraded as in "
+              "training:", ""]
     lines += _table([(label, metrics[key]) for key, label in _HEADLINE.items() if key in metrics])
     others = {k: v for k, v in metrics.items() if k not in _HEADLINE}
     if others:
         lines += ["", "Other: " + ", ".join(f"`{k}` {_value(v)}" for k, v in sorted(others.items()))]
     if identity_loss:
-        lines += ["", f"Training had a `{identity_loss}` identity loss term, so that network's identity metric "
-                      "flatters this model."]
+        lines += ["", f"Training had a `{identity_loss}` identity loss term, so that network's identity "
+                      "metric flatters this model."]
     lines += ["", "The comparison with the base model on fixed degraded inputs: "
                   f"`python evaluate.py person={name}` (with this export registered)."]
     return [*lines, ""]
@@ -52,7 +53,8 @@ def _recipe_rows(recipe: Mapping[str, Any] | None) -> list[tuple[str, Any]]:
     return [(key.replace("_", " "), value) for key, value in recipe.items()]
 
 
-def person_card(person: Mapping[str, Any], config: Mapping[str, Any], recipe: Mapping[str, Any] | None = None) -> str:
+def person_card(person: Mapping[str, Any], config: Mapping[str, Any],
+                recipe: Mapping[str, Any] | None = None) -> str:
     """Markdown model card of a person export.
 
     Args:
@@ -70,8 +72,8 @@ def person_card(person: Mapping[str, Any], config: Mapping[str, Any], recipe: Ma
     generator = config.get("generator") or {}
     lines = [
         f"# Model card: gpen-fewshot person model `{name}`", "",
-        f"A GPEN face-restoration generator fine-tuned on photos of **{name}** by gpen-fewshot (version {person.get('package_version', 'unknown')}, "
-        f"{person.get('created', 'date unknown')}).", "",
+        f"A GPEN face-restoration generator fine-tuned on photos of **{name}** by gpen-fewshot "
+        f"(version {person.get('package_version', 'unknown')}, {person.get('created', 'date unknown')}).", "",
         *_table([("base model", base_name), ("base sha256", person.get("base_sha256") or base.get("sha256")),
                  ("training photos", person.get("n_photos")), ("crop size", config.get("size")),
                  ("alignment template", config.get("template")),
@@ -87,17 +89,19 @@ def person_card(person: Mapping[str, Any], config: Mapping[str, Any], recipe: Ma
         f"-o restored.png --person {name}` (other faces in a photo get the base model), or "
         f"`--weights <this folder>`. `--strength` below 1 moves the result back towards the base model.", "",
         "## Limitations", "",
-        f"- Trained on {_value(person.get('n_photos'))} photos: it knows this person's face only as those photos "
-        "show it (ages, lighting, expressions, skin tones outside them are guesses of the base model).",
-        "- A restoration is a plausible reconstruction, not a recovery of lost detail: do not use it as evidence "
-        "of what a photo showed, nor for identification.",
-        "- On other people it may pull faces towards this person (check with `evaluate.py ... others=...`); the "
-        "restore pipeline's identity matching keeps it to faces that match this person's embedding.",
-        "- It inherits the base model's licence and limitations (see the base model's card) and its biases.", "",
+        f"- Trained on {_value(person.get('n_photos'))} photos: it knows this person's face only as those "
+        "photos show it (ages, lighting, expressions, skin tones outside them are guesses of the base "
+        "model).",
+        "- A restoration is a plausible reconstruction, not a recovery of lost detail: do not use it as "
+        "evidence of what a photo showed, nor for identification.",
+        "- On other people it may pull faces towards this person (check with `evaluate.py ... others=...`); "
+        "the restore pipeline's identity matching keeps it to faces that match this person's embedding.",
+        "- It inherits the base model's licence and limitations (see the base model's card) and its biases.",
+        "",
         "## Privacy", "",
-        f"`person.json` holds a face embedding (a biometric identifier) of a real person, {name}, computed from "
-        "their photos, and the weights are tuned to reproduce their face. Do not publish, share or upload this "
-        "folder without that person's consent; delete it when they ask.", "",
+        f"`person.json` holds a face embedding (a biometric identifier) of a real person, {name}, computed "
+        "from their photos, and the weights are tuned to reproduce their face. Do not publish, share or "
+        "upload this folder without that person's consent; delete it when they ask.", "",
         "Files: `config.json` (architecture, base reference), `model.safetensors` (weights), `person.json` "
         "(name, base sha256, training config hash, photo count, reference embedding, metrics).", "",
     ]

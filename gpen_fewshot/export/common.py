@@ -45,8 +45,8 @@ class PersonMetadata:
         package_version: gpen-fewshot version that wrote the export.
         created: ISO 8601 UTC creation time.
         identity_loss: the identity network a loss term of the training read (``"mobilefacenet"``,
-            ``"irse50"``), None when no term did (and in exports written before this was recorded). Reports mark
-            that network's identity metric as trained on.
+            ``"irse50"``), None when no term did (and in exports written before this was recorded). Reports
+            mark that network's identity metric as trained on.
     """
 
     name: str
@@ -75,13 +75,16 @@ class PersonMetadata:
             if embedding is not None:
                 embedding = tuple(float(v) for v in embedding)
                 if len(embedding) != EMBEDDING_DIM:
-                    raise ValueError(f"reference_embedding has {len(embedding)} values, expected {EMBEDDING_DIM}")
+                    raise ValueError(f"reference_embedding has {len(embedding)} values, "
+                                     f"expected {EMBEDDING_DIM}")
             return cls(
-                name=str(data["name"]), base_model=data.get("base_model"), base_sha256=data.get("base_sha256"),
+                name=str(data["name"]), base_model=data.get("base_model"),
+                base_sha256=data.get("base_sha256"),
                 config_hash=data.get("config_hash"), n_photos=int(data.get("n_photos", 0)),
                 reference_embedding=embedding,
                 metrics={str(k): float(v) for k, v in (data.get("metrics") or {}).items()},
-                package_version=str(data.get("package_version", "unknown")), created=str(data.get("created", "")),
+                package_version=str(data.get("package_version", "unknown")),
+                created=str(data.get("created", "")),
                 identity_loss=_optional_str(data.get("identity_loss")),
             )
         except (KeyError, TypeError, ValueError) as err:
@@ -162,7 +165,8 @@ def discover_persons(root: str | os.PathLike) -> list[Path]:
 
 
 def package_version() -> str:
-    """The installed gpen-fewshot version, recorded in exports ("unknown" when run from an uninstalled tree)."""
+    """The installed gpen-fewshot version, recorded in exports ("unknown" when run from an uninstalled
+    tree)."""
     from importlib import metadata
 
     try:

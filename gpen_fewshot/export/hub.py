@@ -27,13 +27,13 @@ def _hub() -> Any:
     try:
         import huggingface_hub
     except ImportError:
-        raise ExportError("the Hugging Face Hub integration needs huggingface_hub: pip install huggingface_hub "
-                          "(it comes with gpen-fewshot[app])") from None
+        raise ExportError("the Hugging Face Hub integration needs huggingface_hub: pip install "
+                          "huggingface_hub (it comes with gpen-fewshot[app])") from None
     return huggingface_hub
 
 
-def push_to_hub(export_dir: str | os.PathLike, repo_id: str, *, private: bool = True, token: str | None = None,
-                commit_message: str = "Upload gpen-fewshot export") -> str:
+def push_to_hub(export_dir: str | os.PathLike, repo_id: str, *, private: bool = True,
+                token: str | None = None, commit_message: str = "Upload gpen-fewshot export") -> str:
     """Upload an export folder to the Hub repository ``repo_id`` (created if missing); returns its URL.
 
     Raises:

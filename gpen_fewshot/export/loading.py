@@ -1,10 +1,12 @@
-"""One loader for every generator weights source: registry names, checkpoint files, and this project's exports.
+"""One loader for every generator weights source: registry names, checkpoint files, and this project's
+exports.
 
 ``load_generator`` is what the training, evaluation and restore code call with a user's ``name or path``. A
-person / model export directory written by :mod:`gpen_fewshot.export` (``config.json`` naming the format; delta
-or full, fp32 or fp16) is read by ``load_export_generator`` (strict, completed from its recorded base);
-everything else goes to :func:`gpen_fewshot.archs.checkpoints.load_generator` (released ``.pth`` files, trainer
-and Lightning checkpoints, safetensors, registry names), which knows no export format of this project.
+person / model export directory written by :mod:`gpen_fewshot.export` (``config.json`` naming the format;
+delta or full, fp32 or fp16) is read by ``load_export_generator`` (strict, completed from its recorded base);
+everything else goes to :func:`gpen_fewshot.archs.checkpoints.load_generator` (released ``.pth`` files,
+trainer and Lightning checkpoints, safetensors, registry names), which knows no export format of this
+project.
 """
 
 from __future__ import annotations
@@ -59,6 +61,7 @@ def _load_our_export(folder: Path, config: GeneratorConfig | None) -> GPENGenera
     except ExportError as error:  # its messages already name the file
         raise CheckpointError(str(error)) from None
     if config is not None and model.config != config:
-        raise CheckpointError(f"{folder}: export holds GPENGenerator({checkpoints.describe_config(model.config)}), "
+        raise CheckpointError(f"{folder}: export holds "
+                              f"GPENGenerator({checkpoints.describe_config(model.config)}), "
                               f"expected ({checkpoints.describe_config(config)})")
     return model.requires_grad_(True).eval()  # like the other formats: a fresh, trainable module

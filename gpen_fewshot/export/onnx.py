@@ -1,4 +1,5 @@
-"""ONNX export of a GPEN generator (the base, or a person at a given strength) to ONNX and verify it with onnxruntime.
+"""ONNX export of a GPEN generator (the base, or a person at a given strength) to ONNX and verify it with
+onnxruntime.
 
     python scripts/export_onnx.py --base GPEN-BFR-512 -o gpen512.onnx
     python scripts/export_onnx.py --person alice --strength 0.7 -o alice.onnx
@@ -47,7 +48,8 @@ from gpen_fewshot.utils.atomic import atomic_write_bytes
 OPSETS = (17, 16, 13, 11, 10)
 
 
-def _static_blur(self, x: Tensor, bias: Tensor | None = None, down: int = 1, gain: Tensor | None = None) -> Tensor:
+def _static_blur(self, x: Tensor, bias: Tensor | None = None, down: int = 1,
+                 gain: Tensor | None = None) -> Tensor:
     """Blur.forward with a constant depthwise weight (see ``freeze_fir_weights``); the optional per-channel
     (C,) or per-sample (N, C) ``gain`` multiplies the output instead of the weight, keeping it constant."""
     px0, px1 = self.pad
@@ -161,7 +163,8 @@ def verify_onnx(generator: nn.Module, path: Path, batch: int = 1, seed: int = 0)
 def rewrite_difference(generator: nn.Module, rewrite, batch: int = 1, seed: int = 0) -> float:
     """Apply ``rewrite(generator)`` in place; returns the max abs output difference it caused."""
     size = generator.config.size
-    x = torch.from_numpy(np.random.default_rng(seed).uniform(-1, 1, (batch, 3, size, size)).astype(np.float32))
+    x = torch.from_numpy(
+        np.random.default_rng(seed).uniform(-1, 1, (batch, 3, size, size)).astype(np.float32))
     with torch.inference_mode():
         before = generator(x)
     rewrite(generator)

@@ -142,8 +142,8 @@ def find_checkpoint(run_dir_or_ckpt: str | os.PathLike, checkpoint: str = "last"
     candidates = [path / "checkpoints" / f"{checkpoint}.ckpt", path / f"{checkpoint}.ckpt"]
     found = next((c for c in candidates if c.is_file()), None)
     if found is None:
-        raise FileNotFoundError(f"{path}: holds no checkpoints/{checkpoint}.ckpt (nor {checkpoint}.ckpt); is it a "
-                                "training run directory?")
+        raise FileNotFoundError(f"{path}: holds no checkpoints/{checkpoint}.ckpt (nor {checkpoint}.ckpt); "
+                                "is it a training run directory?")
     return found
 
 
@@ -154,8 +154,8 @@ def _load_checkpoint(path: Path) -> dict[str, Any]:
         detail = str(error).removeprefix(f"{path}: ")
         raise ExportError(f"{path}: not a readable Lightning checkpoint ({detail})") from None
     if not isinstance(obj, dict) or not isinstance(obj.get(_RUN_STATE_KEY), dict):
-        raise ExportError(f"{path}: not a checkpoint of a gpen-fewshot training run (no {_RUN_STATE_KEY!r} entry "
-                          "with the iteration; give a run's checkpoints/last.ckpt or best.ckpt)")
+        raise ExportError(f"{path}: not a checkpoint of a gpen-fewshot training run (no {_RUN_STATE_KEY!r} "
+                          "entry with the iteration; give a run's checkpoints/last.ckpt or best.ckpt)")
     state = obj.get("state_dict")
     if not isinstance(state, dict) or not any(k.startswith(_EMA_PREFIX) for k in state):
         raise ExportError(f"{path}: the checkpoint holds no EMA generator ('{_EMA_PREFIX}*' weights)")
@@ -163,8 +163,9 @@ def _load_checkpoint(path: Path) -> dict[str, Any]:
 
 
 def _config(cls: type, recorded: Any, inferred: Any) -> Any:
-    """The run's recorded config (it also knows the blur kernel and lr_mlp, which shapes cannot tell), else the
-    one inferred from the shapes. A recorded config that does not fit the weights fails at strict loading."""
+    """The run's recorded config (it also knows the blur kernel and lr_mlp, which shapes cannot tell), else
+    the one inferred from the shapes. A recorded config that does not fit the weights fails at strict
+    loading."""
     if not isinstance(recorded, dict):
         return inferred
     return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in recorded.items()})
@@ -181,9 +182,11 @@ def read_training_checkpoint(path: str | os.PathLike) -> TrainingCheckpoint:
     obj = _load_checkpoint(path)
     run_state = obj[_RUN_STATE_KEY]
     try:
-        generator = extract_state_dict(obj, "generator")  # generator_ema.* (checked above) wins over generator.*
+        # generator_ema.* (checked above) wins over generator.*
+        generator = extract_state_dict(obj, "generator")
         discriminator = extract_state_dict(obj, "discriminator")
-        g_config = _config(GeneratorConfig, run_state.get("generator_config"), infer_generator_config(generator))
+        g_config = _config(GeneratorConfig, run_state.get("generator_config"),
+                           infer_generator_config(generator))
         d_config = _config(DiscriminatorConfig, run_state.get("discriminator_config"),
                            infer_discriminator_config(discriminator))
     except (CheckpointError, TypeError) as error:  # TypeError: a recorded config with unknown fields
@@ -200,7 +203,8 @@ def prior_filenames(name: str) -> tuple[str, str]:
         ValueError: ``name`` is not a plain file-name stem (letters, digits, ``.``, ``_``, ``-``).
     """
     if not _NAME.fullmatch(name) or name.endswith(".safetensors"):
-        raise ValueError(f"invalid prior name {name!r}: use letters, digits, '.', '_' and '-' (e.g. gpen-compact-256)")
+        raise ValueError(f"invalid prior name {name!r}: use letters, digits, '.', '_' and '-' "
+                         "(e.g. gpen-compact-256)")
     return f"{name}.safetensors", f"{name}{DISCRIMINATOR_SUFFIX}.safetensors"
 
 
@@ -339,16 +343,19 @@ def export_prior(run_dir_or_ckpt: str | os.PathLike, name: str, out_dir: str | o
     """
     g_name, d_name = prior_filenames(name)
     source = read_training_checkpoint(find_checkpoint(run_dir_or_ckpt, checkpoint))
-    stored = (_storage(source.generator, dtype, "generator"), _storage(source.discriminator, dtype, "discriminator"))
+    stored = (_storage(source.generator, dtype, "generator"),
+              _storage(source.discriminator, dtype, "discriminator"))
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{name}.", suffix=".tmp", dir=out))
     try:
-        _write(tmp / g_name, stored[0], prior_metadata("generator", source.generator_config, source, name, dtype))
+        _write(tmp / g_name, stored[0],
+               prior_metadata("generator", source.generator_config, source, name, dtype))
         _write(tmp / d_name, stored[1], prior_metadata("discriminator", source.discriminator_config, source,
                                                        name + DISCRIMINATOR_SUFFIX, dtype))
         g_diff, d_diff = verify_prior(tmp / g_name, tmp / d_name, source, stored, tolerance)
-        files = tuple(ExportedFile(out / f, sha256_file(tmp / f), (tmp / f).stat().st_size) for f in (g_name, d_name))
+        files = tuple(ExportedFile(out / f, sha256_file(tmp / f), (tmp / f).stat().st_size)
+                      for f in (g_name, d_name))
         for file_name in (g_name, d_name):
             os.replace(tmp / file_name, out / file_name)
     finally:
@@ -359,7 +366,8 @@ def export_prior(run_dir_or_ckpt: str | os.PathLike, name: str, out_dir: str | o
 def registry_lines(result: PriorExport, licence: str) -> str:
     """Python source of the two ``WeightSpec`` entries of ``result`` (location ``"bundled"``)."""
     g, d = result.source.generator_config, result.source.discriminator_config
-    what = f"{g.size} px (style_dim {g.style_dim}, n_mlp {g.n_mlp}, cm {g.channel_multiplier}, narrow {g.narrow})"
+    what = (f"{g.size} px (style_dim {g.style_dim}, n_mlp {g.n_mlp}, cm {g.channel_multiplier}, "
+            f"narrow {g.narrow})")
     entries = [
         (result.name, result.generator, "generator",
          f"GPEN prior {what}, EMA generator trained by {TRAINED_BY} "
@@ -383,5 +391,6 @@ def constant_lines(result: PriorExport) -> str:
     stem = re.sub(r"[^A-Za-z0-9]+", "_", result.name.removeprefix("gpen-")).upper()
     lines = []
     for prefix, file in ((stem, result.generator), (stem + "_D", result.discriminator)):
-        lines += [f'{prefix}_SHA256: str | None = "{file.sha256}"', f"{prefix}_SIZE: int | None = {file.size:_}"]
+        lines += [f'{prefix}_SHA256: str | None = "{file.sha256}"',
+                  f"{prefix}_SIZE: int | None = {file.size:_}"]
     return "\n".join(lines)

@@ -90,7 +90,8 @@ class PersonWeights:
         if self._base_state_dict is None:
             record = self._base_record
             if not record and self._base_override is None:
-                raise ExportError(f"{self.path}: no base checkpoint recorded, so strength < 1 is not possible")
+                raise ExportError(f"{self.path}: no base checkpoint recorded, "
+                                  "so strength < 1 is not possible")
             self.base = resolve_recorded_base(record.get("name"), record.get("sha256"), record.get("path"),
                                               self._base_override, self.path)
             self._base_state_dict = load_base_state_dict(self.base)
@@ -116,7 +117,8 @@ class PersonWeights:
         if strength == 0.0:
             return base
         keys = set(self.stored_keys)
-        return {k: torch.lerp(base[k], v, float(strength)) if k in keys else v for k, v in self.state_dict.items()}
+        return {k: torch.lerp(base[k], v, float(strength)) if k in keys else v
+                for k, v in self.state_dict.items()}
 
     def build_generator(self, strength: float = 1.0) -> GPENGenerator:
         """A ``GPENGenerator`` (CPU, float32, eval mode, no gradients) with the weights at ``strength``."""
@@ -144,14 +146,16 @@ def _generator_config(config: dict, source: Path) -> GeneratorConfig:
         raise ExportError(f"{source}: unknown mode {config.get('mode')!r}")
     generator = config.get("generator")
     if not isinstance(generator, dict):
-        raise ExportError(f"{source}: 'generator' must be an object of architecture fields, got {generator!r}")
+        raise ExportError(f"{source}: 'generator' must be an object of architecture fields, "
+                          f"got {generator!r}")
     fields = {k: tuple(v) if isinstance(v, list) else v for k, v in generator.items()}
     try:
         parsed = GeneratorConfig(**fields)
     except TypeError as err:
         raise ExportError(f"{source}: invalid generator architecture ({err})") from None
     problem = _value_problem(parsed) or _template_problem(config.get("template", "gpen"))
-    if not problem and "size" in config and (config["size"] != parsed.size or isinstance(config["size"], bool)):
+    if (not problem and "size" in config
+            and (config["size"] != parsed.size or isinstance(config["size"], bool))):
         problem = f"size {config['size']!r} does not match the generator's size {parsed.size}"
     if problem:
         raise ExportError(f"{source}: {problem}")
@@ -261,7 +265,8 @@ def load_person(name_or_path: str | os.PathLike, persons_dir: str | os.PathLike 
         _check_keys(base_sd, expected, base_ref.path, complete=True)
     state = {k: stored[k] if k in stored else base_sd[k] for k in expected}
     person_file = folder / PERSON_FILE
-    metadata = PersonMetadata.from_dict(_read_json(person_file), person_file) if person_file.is_file() else None
+    metadata = (PersonMetadata.from_dict(_read_json(person_file), person_file) if person_file.is_file()
+                else None)
     return PersonWeights(folder, gen_config, str(config.get("template", "gpen")), mode, state, tuple(stored),
                          metadata, base_ref, base_sd, record, base)
 
@@ -285,13 +290,11 @@ def _load_cached(path: str, sha256: str) -> dict[str, Tensor]:
     del sha256  # part of the cache key only: a changed file is loaded again
     source = Path(path)
     if source.is_dir():
-
         weights = load_person(source)
         if weights.mode != "full":
             raise ExportError(f"{source}: a base must be a full export, this one is {weights.mode!r}")
         state = weights.state_dict
     else:
-
         try:
             state = load_generator(source).state_dict()
         except CheckpointError as err:

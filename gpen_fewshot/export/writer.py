@@ -61,13 +61,13 @@ def export_person(
     identity_loss: str | None = None,
     recipe: Mapping[str, Any] | None = None,
 ) -> Path:
-    """Write a person's fine-tuned generator as an export directory (atomically replacing an old one), with its
-    model card (``README.md``).
+    """Write a person's fine-tuned generator as an export directory (atomically replacing an old one), with
+    its model card (``README.md``).
 
     Args:
         generator_ema: the fine-tuned ``GPENGenerator`` (EMA weights); any device.
-        base_checkpoint: the checkpoint training started from: a weights-registry name, a checkpoint file or an
-            export directory. ``None`` only with ``mode="full"``.
+        base_checkpoint: the checkpoint training started from: a weights-registry name, a checkpoint file or
+            an export directory. ``None`` only with ``mode="full"``.
         out_dir: export directory to create, e.g. ``default_export_dir(person_name)``.
         person_name: the person's name (validated).
         trainable_param_names: names of the parameters trainable in any stage (stored in delta mode).
@@ -208,7 +208,8 @@ def _embedding_tuple(embedding: np.ndarray | Iterable[float] | None) -> tuple[fl
         return None
     values = np.asarray(list(embedding) if not isinstance(embedding, np.ndarray) else embedding, np.float64)
     if values.shape != (EMBEDDING_DIM,) or not np.isfinite(values).all():
-        raise ExportError(f"reference_embedding must be {EMBEDDING_DIM} finite floats, got shape {values.shape}")
+        raise ExportError(f"reference_embedding must be {EMBEDDING_DIM} finite floats, "
+                          f"got shape {values.shape}")
     return tuple(float(v) for v in values)
 
 
@@ -250,7 +251,8 @@ def _write_export(out_dir: Path, config: dict, tensors: dict[str, Tensor], perso
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".tmp", dir=out_dir.parent))
     try:
-        save_file(tensors, str(tmp / WEIGHTS_FILE), metadata={"format": "pt", FORMAT_NAME: str(FORMAT_VERSION)})
+        save_file(tensors, str(tmp / WEIGHTS_FILE),
+                  metadata={"format": "pt", FORMAT_NAME: str(FORMAT_VERSION)})
         atomic_write_json(tmp / CONFIG_FILE, config)
         if person is not None:
             atomic_write_json(tmp / PERSON_FILE, person)
@@ -294,7 +296,8 @@ def _replace_dir(new: Path, target: Path) -> None:
     """Move ``new`` to ``target``; an existing ``target`` is moved aside first and deleted afterwards.
 
     A kill between the two renames leaves ``target`` missing and the previous export under
-    ``.<name>.old.<pid>``: :func:`recover_export_dir` puts it back (here, and whenever an export is looked up).
+    ``.<name>.old.<pid>``: :func:`recover_export_dir` puts it back (here, and whenever an export is looked
+    up).
     """
     recover_export_dir(target)
     old = None

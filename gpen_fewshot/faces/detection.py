@@ -16,8 +16,8 @@ import cv2
 import numpy as np
 import torch
 
+from gpen_fewshot import weights as registry  # module access: tests stand in for the registry
 from gpen_fewshot.utils.image import rgb_to_bgr
-from gpen_fewshot.weights import is_available, weight_path
 
 
 @dataclass(frozen=True)
@@ -105,8 +105,7 @@ class Face:
 def resolve_model(model: str) -> str:
     """"auto" -> "resnet50" if its weights file is available locally, else "mobilenet0.25" (bundled)."""
     if model == "auto":
-
-        return "resnet50" if is_available(MODELS["resnet50"].weights_name) else "mobilenet0.25"
+        return "resnet50" if registry.is_available(MODELS["resnet50"].weights_name) else "mobilenet0.25"
     if model not in MODELS:
         raise ValueError(f"unknown detector model {model!r}; choose 'auto' or one of {sorted(MODELS)}")
     return model
@@ -185,8 +184,7 @@ class FaceDetector:
         self.conf_threshold = float(conf_threshold)
         self.max_side = int(max_side)
         if weights is None:
-
-            weights = weight_path(MODELS[self.model].weights_name, download=False)
+            weights = registry.weight_path(MODELS[self.model].weights_name, download=False)
         self.weights = Path(weights)
         self._net = _load_network(self.model, str(self.weights))
 

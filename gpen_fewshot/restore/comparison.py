@@ -51,11 +51,12 @@ def side_by_side(before: np.ndarray, after: np.ndarray, labels: tuple[str, str] 
 
 
 def save_face_pairs(result: RestoreResult, folder: Path) -> None:
-    """Write each restored face's aligned input crop next to its result: ``face<NN>_<model>.png`` in ``folder``
-    (the input twice for a face whose input was kept)."""
+    """Write each restored face's aligned input crop next to its result: ``face<NN>_<model>.png`` in
+    ``folder`` (the input twice for a face whose input was kept)."""
     for record, (crop, restored) in zip((r for r in result.faces if r.decision != SKIPPED), result.pairs,
                                         strict=False):
         right = restored if restored is not None else crop
         if right.shape != crop.shape:
             right = cv2.resize(right, (crop.shape[1], crop.shape[0]), interpolation=cv2.INTER_LANCZOS4)
-        write_image(folder / f"face{record.index:02d}_{record.model or 'input'}.png", np.hstack([crop, right]))
+        write_image(folder / f"face{record.index:02d}_{record.model or 'input'}.png",
+                    np.hstack([crop, right]))

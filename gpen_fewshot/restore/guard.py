@@ -74,7 +74,8 @@ class Job:
         if self.source.shape[:2] == (size, size):
             return self.source
         shrink = self.source.shape[0] > size
-        return cv2.resize(self.source, (size, size), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_CUBIC)
+        return cv2.resize(self.source, (size, size),
+                          interpolation=cv2.INTER_AREA if shrink else cv2.INTER_CUBIC)
 
 
 class GuardedRunner:
@@ -181,7 +182,8 @@ class GuardedRunner:
         for job, out in zip(jobs, outputs, strict=True):
             if self._accept(job, model, strength, out):
                 job.output, job.output_model = out, model
-                job.record.model, job.record.strength_used, job.record.decision = model.name, strength, RESTORED
+                job.record.model, job.record.strength_used, job.record.decision = (
+                    model.name, strength, RESTORED)
                 continue
             job.step += 1
             if job.step < len(job.steps):

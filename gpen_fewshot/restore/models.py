@@ -1,4 +1,5 @@
-"""Face models for restoration: the base generator, a person's tuned generator (any strength), or any callable.
+"""Face models for restoration: the base generator, a person's tuned generator (any strength), or any
+callable.
 
 A ``FaceModel`` turns a batch of aligned crops (N, 3, S, S) float RGB in [-1, 1] into restored crops of the
 same shape. Generators are built once per (strength, device) and cached, so a batch of files reuses them.
@@ -163,8 +164,8 @@ def run_model(fn: ModelFn, crops: Sequence[np.ndarray], device: torch.device, ba
 
 
 def default_base_name() -> str | Path:
-    """The first of ``DEFAULT_BASES`` that is present: a registry file (downloaded, or bundled like the compact
-    prior), or an export directory of that name in the weights directory.
+    """The first of ``DEFAULT_BASES`` that is present: a registry file (downloaded, or bundled like the
+    compact prior), or an export directory of that name in the weights directory.
 
     Raises:
         BaseModelUnavailableError: none is present; the message says which file to put where.
@@ -177,8 +178,9 @@ def default_base_name() -> str | Path:
     spec = REGISTRY["GPEN-BFR-512"]
     raise BaseModelUnavailableError(
         f"no base model found: the bundled compact prior {DEFAULT_BASES[1]!r} is missing from the installed "
-        f"package ({destination(DEFAULT_BASES[1])}; reinstall gpen-fewshot), and GPEN-BFR-512 is not downloaded: "
-        f"download {spec.url} and save it as {weights_dir() / spec.filename} (or set $GPEN_FEWSHOT_WEIGHTS_DIR), "
+        f"package ({destination(DEFAULT_BASES[1])}; reinstall gpen-fewshot), and GPEN-BFR-512 is not "
+        f"downloaded: download {spec.url} and save it as {weights_dir() / spec.filename} (or set "
+        f"$GPEN_FEWSHOT_WEIGHTS_DIR), "
         "or pass --base with a GPEN checkpoint file or export directory"
     )
 

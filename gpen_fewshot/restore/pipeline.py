@@ -1,4 +1,5 @@
-"""The restoration pipeline: detect, align, route by identity, restore in batches, guard identity, paste back."""
+"""The restoration pipeline: detect, align, route by identity, restore in batches, guard identity, paste
+back."""
 
 from __future__ import annotations
 
@@ -22,6 +23,7 @@ from gpen_fewshot.restore.models import BASE, FaceModel, PersonModel, load_base_
 from gpen_fewshot.restore.records import NO_PERSONS, SKIPPED, FaceRecord, RestoreResult
 from gpen_fewshot.restore.routing import Route, forced_routes, route_faces
 from gpen_fewshot.utils.atomic import atomic_write_json
+from gpen_fewshot.utils.device import resolve_device
 from gpen_fewshot.utils.image import read_image_layers, write_image, write_image_layers
 
 log = logging.getLogger(__name__)
@@ -29,8 +31,8 @@ log = logging.getLogger(__name__)
 EMBED_SIZE = 256  # routing embeddings come from crops aligned like the training crops (256, "gpen")
 EMBED_TEMPLATE = "gpen"
 BACKGROUND_UPSCALER = "OpenCV Lanczos (cv2.INTER_LANCZOS4); no super-resolution model"
-# Background upsamplers: "none" is GFPGAN's / CodeFormer's name for "no super-resolution model", which there too
-# means a plain Lanczos resize when upscaling; both names do the same here.
+# Background upsamplers: "none" is GFPGAN's / CodeFormer's name for "no super-resolution model", which there
+# too means a plain Lanczos resize when upscaling; both names do the same here.
 BACKGROUND_UPSAMPLERS = ("lanczos", "none")
 
 
@@ -82,7 +84,8 @@ class RestoreOptions:
             raise ValueError(f"alpha must be in [0, 1], got {self.alpha}")
         if self.background not in BACKGROUND_UPSAMPLERS:
             raise ValueError(f"background upsampler {self.background!r} is not available (available: "
-                             f"{', '.join(BACKGROUND_UPSAMPLERS)}: OpenCV Lanczos, no super-resolution model)")
+                             f"{', '.join(BACKGROUND_UPSAMPLERS)}: OpenCV Lanczos, "
+                             "no super-resolution model)")
         if int(self.scale) != self.scale or self.scale < 1:
             raise ValueError(f"scale must be an integer >= 1, got {self.scale}")
         if self.batch_size < 1:
@@ -92,7 +95,7 @@ class RestoreOptions:
 
 
 def _default_device() -> torch.device:
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return resolve_device("auto")
 
 
 class Restorer:
@@ -120,7 +123,8 @@ class Restorer:
         self.base = base if isinstance(base, FaceModel) else load_base_model(base)
         self.persons = _person_models(persons)
         if force_person is not None and force_person not in self.persons:
-            raise ValueError(f"force_person {force_person!r} is not one of the persons {sorted(self.persons)}")
+            raise ValueError(f"force_person {force_person!r} is not one of the persons "
+                             f"{sorted(self.persons)}")
         self.force_person = force_person
         self.device = torch.device(device) if device is not None else _default_device()
         self._detector = detector
@@ -152,7 +156,6 @@ class Restorer:
     def detector(self):
         """The face detector (created on first use)."""
         if self._detector is None:
-
             self._detector = FaceDetector()
         return self._detector
 
@@ -174,8 +177,8 @@ class Restorer:
 
     def _runner(self) -> GuardedRunner:
         usable = self._needs_embeddings() and self.embedder() is not None
-        return GuardedRunner(self.base, self.embedder if usable else None, self.device, self.options.batch_size,
-                             self.options.precision,
+        return GuardedRunner(self.base, self.embedder if usable else None, self.device,
+                             self.options.batch_size, self.options.precision,
                              self.options.guard_threshold, self.options.guard_min_strength)
 
     # ---------------------------------------------------------------------------------------------- API
@@ -215,10 +218,11 @@ class Restorer:
     def restore_file(self, input_path: str | os.PathLike, output_path: str | os.PathLike,
                      save_faces: bool = False, sidecar: bool = True, compare: bool = False,
                      progress: Progress | None = None) -> RestoreResult:
-        """Read, restore and write one photo (plus the JSON sidecar ``<output>.json`` and optional face pairs).
+        """Read, restore and write one photo (plus the JSON sidecar ``<output>.json`` and optional face
+        pairs).
 
-        The input's alpha channel and 16-bit depth are put back (``utils.image.write_image_layers``); an output
-        format that cannot hold them is logged as a warning.
+        The input's alpha channel and 16-bit depth are put back (``utils.image.write_image_layers``); an
+        output format that cannot hold them is logged as a warning.
 
         Args:
             input_path: the photo.
@@ -237,8 +241,8 @@ class Restorer:
         for note in write_image_layers(output_path, result.image, layers):
             log.warning(note)
         if sidecar:
-            atomic_write_json(sidecar_path(output_path), {"input": str(input_path), "output": str(output_path),
-                                                          **result.to_dict()})
+            atomic_write_json(sidecar_path(output_path),
+                              {"input": str(input_path), "output": str(output_path), **result.to_dict()})
         if save_faces:
             save_face_pairs(result, faces_dir(output_path))
         if compare:
@@ -355,7 +359,8 @@ def _skip_reason(face, options: RestoreOptions) -> str:
 
 def _select(faces: list, shape: tuple[int, int], options: RestoreOptions) -> set[int]:
     """Indices of the faces to restore: big enough, and only the most central one if asked."""
-    keep = [i for i, f in enumerate(faces) if min(f.box[2] - f.box[0], f.box[3] - f.box[1]) >= options.min_face_size]
+    keep = [i for i, f in enumerate(faces)
+            if min(f.box[2] - f.box[0], f.box[3] - f.box[1]) >= options.min_face_size]
     if options.only_center_face and keep:
         centre = np.array([shape[1] / 2.0, shape[0] / 2.0])
 

@@ -100,7 +100,9 @@ class FaceRecord:
             used = f"{base_label} (base{'; ' + why if why else ''})"
         else:
             base_weights = " = its base weights" if self.strength_used == 0 else ""
-            used = f"{self.model} at strength {self.strength_used:g}{base_weights}" + (f" ({why})" if why else "")
+            used = f"{self.model} at strength {self.strength_used:g}{base_weights}" + (
+                f" ({why})" if why else ""
+            )
         return f"restored with {used}{rejected}"
 def _step(step: GuardStep, base_label: str) -> str:
     return f"{base_label} (base)" if step.model == "base" else f"{step.model} at strength {step.strength:g}"

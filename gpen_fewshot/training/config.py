@@ -147,6 +147,9 @@ class LossConfig:
             downloaded).
         identity_weights: registry name or path of its weights; None = the network's registry entry.
         identity_required: missing identity weights are an error (otherwise the terms are skipped, warned).
+        identity_fallback: network used instead when ``identity_network``'s weights are missing, e.g.
+            ``"mobilefacenet"`` (bundled) for IR-SE50, with a warning; None = no fallback. The export records
+            the network the loss actually read.
         train_discriminator: update D every iteration (false: G-only training, for content-only pretraining
             where no generator term reads D; saves ~40% of an iteration).
         r1_gamma, r1_interval: lazy R1 penalty on D every ``r1_interval`` iterations; gamma 0 = off.
@@ -167,6 +170,7 @@ class LossConfig:
     identity_network: str = "mobilefacenet"
     identity_weights: str | None = None
     identity_required: bool = False
+    identity_fallback: str | None = None
     train_discriminator: bool = True
     r1_gamma: float = 10.0
     r1_interval: int = 16
@@ -183,6 +187,9 @@ class LossConfig:
         if self.identity_network not in ("mobilefacenet", "irse50"):
             raise ValueError(f"loss.identity_network must be 'mobilefacenet' or 'irse50', got "
                              f"{self.identity_network!r}")
+        if self.identity_fallback not in (None, "mobilefacenet", "irse50"):
+            raise ValueError(f"loss.identity_fallback must be null, 'mobilefacenet' or 'irse50', got "
+                             f"{self.identity_fallback!r}")
         if self.face_perceptual and self.identity_network != "mobilefacenet":
             raise ValueError("loss.face_perceptual needs loss.identity_network=mobilefacenet")
         if self.feature_matching_norm not in ("l1", "l2"):

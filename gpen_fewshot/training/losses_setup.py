@@ -43,17 +43,25 @@ def build_auxiliary_losses(loss: LossConfig, download: bool = False,
 
 
 def _identity_encoder(loss: LossConfig, download: bool, template: str) -> IdentityEncoder | None:
-    weights = loss.identity_weights or DEFAULT_WEIGHTS[loss.identity_network]
+    """The identity network of the loss: ``identity_network``, else ``identity_fallback`` when the first's
+    weights are missing, else None (terms skipped, warned) unless ``identity_required``."""
     try:
-        path = locate_weights(weights, download)
+        return _load_encoder(loss.identity_network, loss.identity_weights, download, template)
     except FileNotFoundError as error:
+        first_line = str(error).splitlines()[0]
+        if loss.identity_fallback and loss.identity_fallback != loss.identity_network:
+            log.warning("%s weights missing (%s): the identity losses use %s instead", loss.identity_network,
+                        first_line, loss.identity_fallback)
+            return _load_encoder(loss.identity_fallback, None, download, template)
         if loss.identity_required:
             raise
-        log.warning("identity losses disabled (%s weights missing): %s", loss.identity_network,
-                    str(error).splitlines()[0])
+        log.warning("identity losses disabled (%s weights missing): %s", loss.identity_network, first_line)
         return None
-    return IdentityEncoder(load_identity_network(loss.identity_network, path), loss.identity_network,
-                           template)
+
+
+def _load_encoder(network: str, weights: str | None, download: bool, template: str) -> IdentityEncoder:
+    path = locate_weights(weights or DEFAULT_WEIGHTS[network], download)
+    return IdentityEncoder(load_identity_network(network, path), network, template)
 
 
 @torch.no_grad()

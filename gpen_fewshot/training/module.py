@@ -93,6 +93,13 @@ class GPENFewShotModule(pl.LightningModule):
             net._apply(fn, *args, **kwargs)
         return self
 
+    @property
+    def identity_network_used(self) -> str | None:
+        """The identity network the loss terms read (its fallback when the configured one was missing);
+        None when no identity term is on or the network was unavailable."""
+        identity = self._aux.get("identity")
+        return identity.encoder.name if identity is not None else None
+
     def forward(self, lq: Tensor) -> Tensor:
         """Restore with the EMA generator: (B, 3, S, S) [-1, 1] -> same."""
         return self.generator_ema(lq)

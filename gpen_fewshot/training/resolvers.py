@@ -9,14 +9,17 @@ from pathlib import Path
 from omegaconf import OmegaConf
 
 from gpen_fewshot.persons import person_photo_dir, validate_person_name
-from gpen_fewshot.utils.precision import cpu_bf16_supported  # noqa: F401  (module global: tests patch it here)
+
+# module global: tests patch it here
+from gpen_fewshot.utils.precision import cpu_bf16_supported  # noqa: F401
 
 _MAX_SUFFIX = 1000
 _claimed: dict[str, str] = {}  # requested run folder -> the folder this process created for it
 
 
 def person_dir(person: str, persons_dir: str, demo_dir: str) -> str:
-    """``${person_dir:...}``: the photo folder of ``person`` (:func:`gpen_fewshot.persons.person_photo_dir`)."""
+    """``${person_dir:...}``: the photo folder of ``person``
+    (:func:`gpen_fewshot.persons.person_photo_dir`)."""
     return str(person_photo_dir(person, persons_dir, demo_dir))
 
 

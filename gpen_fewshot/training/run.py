@@ -103,8 +103,7 @@ def _export(module: GPENFewShotModule, cfg: DictConfig, datamodule: Any, metrics
         train_crops=prepared.train_crops if prepared is not None else (),
         metrics={k.removeprefix("val/"): v for k, v in metrics.items() if k.startswith("val/")},
         config_digest=config_hash(hashable_config(cfg)), dtype=str(options.get("dtype", "fp32")),
-        identity_loss=(module.loss_config.identity_network if module.loss_config.uses_identity_network
-                       else None),
+        identity_loss=module.identity_network_used,
         recipe=training_recipe(cfg))
     registered, failure = None, None
     if person is not None and options.get("register", True):
@@ -167,7 +166,6 @@ def _before_person_run(cfg: DictConfig, datamodule: Any) -> None:
     if not isinstance(datamodule, PersonDataModule):
         return
     if (cfg.get("export") or {}).get("register", True):
-
         check_registrable(default_export_dir(str(cfg.person), cfg.paths.persons_dir))
     if rank_zero_only.rank == 0:
         prepared = datamodule.prepared
@@ -279,8 +277,8 @@ def _validate_person(person: str) -> None:
 def _user_errors() -> tuple[type[BaseException], ...]:
     """Errors caused by the user's files or settings: shown as one message, without a traceback."""
 
-    return (FileNotFoundError, CheckpointError, ChecksumMismatchError, InvalidPersonError, ResumeMismatchError,
-            RegistrationError, ConfigValueError, NotEnoughPhotosError)
+    return (FileNotFoundError, CheckpointError, ChecksumMismatchError, InvalidPersonError,
+            ResumeMismatchError, RegistrationError, ConfigValueError, NotEnoughPhotosError)
 
 
 def main_task(cfg: DictConfig) -> float | None:

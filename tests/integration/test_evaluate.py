@@ -174,7 +174,7 @@ def _fake_person(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 def test_multirun_is_evaluated_and_ranked(tmp_path: Path, base_file: Path,
                                           monkeypatch: pytest.MonkeyPatch) -> None:
-    from gpen_fewshot.evaluation.runner import main
+    from gpen_fewshot.cli.evaluate import main
 
     person_dir = _fake_person(tmp_path, monkeypatch)
     sweep = tmp_path / "multirun_2026-01-01_10-00-00"

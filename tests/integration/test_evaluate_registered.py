@@ -11,8 +11,8 @@ import pytest
 import torch
 
 from gpen_fewshot.archs import GPENGenerator
+from gpen_fewshot.cli.evaluate import _ckpt
 from gpen_fewshot.evaluation.models import ModelSpecError, registered_export, resolve_models
-from gpen_fewshot.evaluation.runner import _ckpt
 from gpen_fewshot.export import default_export_dir
 from gpen_fewshot.training.export import export_run, register_person_export
 from gpen_fewshot.training.freezing import ResolvedStage

@@ -271,7 +271,8 @@ def test_person_validation_is_seeded_by_the_source_photos_sha256(crops, monkeypa
     held = crops[1][0]
     records = (_Record(held.name, "ab" * 32), _Record(None, None))  # the manifest's source-photo sha256
     monkeypatch.setattr(datamodule_module, "prepare_person",
-                        lambda person_dir, size, template, **options: _Prepared(crops[0], [held], records, root))
+                        lambda person_dir, size, template, **options: _Prepared(crops[0], [held], records,
+                                                                                root))
     module = PersonDataModule(tmp_path / "alice", size=SIZE, batch_size=2, samples_per_epoch=4,
                               val_degradations=["moderate"], val_copies=2)
     module.setup("fit")

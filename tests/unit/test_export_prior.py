@@ -1,5 +1,6 @@
-"""gpen_fewshot.cli.export_prior (scripts/export_prior.py) and gpen_fewshot.export.prior: a real 2-iteration tiny training run's Lightning
-checkpoint exported as fp16 safetensors, reloaded strictly, compared with the fp32 EMA generator."""
+"""gpen_fewshot.cli.export_prior (scripts/export_prior.py) and gpen_fewshot.export.prior: a real 2-iteration
+tiny training run's Lightning checkpoint exported as fp16 safetensors, reloaded strictly, compared with the
+fp32 EMA generator."""
 
 from __future__ import annotations
 

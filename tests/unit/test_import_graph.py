@@ -50,7 +50,8 @@ def _graph() -> tuple[dict[str, set[str]], list[str]]:
         tree = ast.parse(path.read_text(encoding="utf-8"))
         top_level = set()
         for statement in tree.body:  # module level, including `if TYPE_CHECKING:` / `try:` blocks
-            top_level.update(id(n) for n in ast.walk(statement) if not isinstance(statement, ast.FunctionDef | ast.ClassDef))
+            top_level.update(id(n) for n in ast.walk(statement)
+                             if not isinstance(statement, ast.FunctionDef | ast.ClassDef))
         for node in ast.walk(tree):
             if not isinstance(node, ast.Import | ast.ImportFrom):
                 continue

@@ -201,6 +201,28 @@ def test_identity_loss_optional_required_and_present(tmp_path, caplog) -> None:
     assert set(aux) == {"identity"} and aux["identity"].network_name == "irse50"
 
 
+def test_missing_irse50_falls_back_to_the_bundled_mobilefacenet(tmp_path, caplog) -> None:
+    missing = str(tmp_path / "none.pth")
+    loss = LossConfig(identity=1.0, identity_network="irse50", identity_weights=missing,
+                      identity_fallback="mobilefacenet")
+    with caplog.at_level(logging.WARNING):
+        aux = build_auxiliary_losses(loss)
+    assert set(aux) == {"identity"} and aux["identity"].network_name == "mobilefacenet"
+    assert "irse50 weights missing" in caplog.text and "use mobilefacenet instead" in caplog.text
+    with pytest.raises(ValueError, match="identity_fallback"):
+        LossConfig(identity_fallback="vgg")
+
+
+def test_the_export_records_the_identity_network_that_ran(make_module, tmp_path) -> None:
+    fallback = make_module(loss={"identity": 1.0, "identity_network": "irse50",
+                                 "identity_weights": str(tmp_path / "none.pth"),
+                                 "identity_fallback": "mobilefacenet"})
+    assert fallback.identity_network_used == "mobilefacenet"
+    assert make_module(loss={"identity": 1.0, "identity_weights": str(tmp_path / "none.pth")}
+                       ).identity_network_used is None  # skipped: nothing to record
+    assert make_module().identity_network_used is None
+
+
 def test_identity_network_stays_out_of_state_dict_but_moves_with_module(make_module, tmp_path) -> None:
     from gpen_fewshot.losses.identity import IRSE50
 

@@ -1,4 +1,5 @@
-"""gpen_fewshot.cli.export_onnx (scripts/export_onnx.py) on a tiny generator: opset 17 export, onnxruntime parity, constant conv weights."""
+"""gpen_fewshot.cli.export_onnx (scripts/export_onnx.py) on a tiny generator: opset 17 export, onnxruntime
+parity, constant conv weights."""
 
 from __future__ import annotations
 
