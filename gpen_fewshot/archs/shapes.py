@@ -100,9 +100,12 @@ def discriminator_shapes(size: int, channel_multiplier: float, narrow: float) ->
     return shapes
 
 
-def shape_problems(state_dict: Mapping[str, Tensor], expected: Shapes) -> list[str]:
-    """Human-readable differences between a state dict and expected shapes (empty if they match)."""
-    missing = [k for k in expected if k not in state_dict]
+def shape_problems(state_dict: Mapping[str, Tensor], expected: Shapes, complete: bool = True) -> list[str]:
+    """Human-readable differences between a state dict and expected shapes (empty if they match).
+
+    ``complete=False`` accepts a subset of the keys (a delta export stores only the tuned tensors).
+    """
+    missing = [k for k in expected if k not in state_dict] if complete else []
     unexpected = [k for k in state_dict if k not in expected]
     wrong = [k for k in expected if k in state_dict and tuple(state_dict[k].shape) != expected[k]]
     problems = []

@@ -12,6 +12,7 @@ from torch import Tensor
 
 from gpen_fewshot.archs.checkpoints import CheckpointError, generator_shapes, load_generator
 from gpen_fewshot.archs.gpen import GeneratorConfig, GPENGenerator
+from gpen_fewshot.archs.shapes import shape_problems
 from gpen_fewshot.export.base import BaseReference, resolve_recorded_base
 from gpen_fewshot.export.common import (
     CONFIG_FILE,
@@ -203,18 +204,7 @@ def _expected_shapes(config: GeneratorConfig) -> dict[str, tuple[int, ...]]:
 
 def _check_keys(tensors: dict[str, Tensor], expected: dict[str, tuple[int, ...]], source: Path,
                 complete: bool) -> None:
-    unknown = [k for k in tensors if k not in expected]
-    wrong = [k for k in tensors if k in expected and tuple(tensors[k].shape) != expected[k]]
-    missing = [k for k in expected if k not in tensors] if complete else []
-    problems = []
-    if unknown:
-        problems.append(f"{len(unknown)} unexpected key(s) (first: {unknown[0]})")
-    if wrong:
-        k = wrong[0]
-        problems.append(f"{len(wrong)} shape mismatch(es) (first: {k}: {tuple(tensors[k].shape)}, "
-                        f"expected {expected[k]})")
-    if missing:
-        problems.append(f"{len(missing)} missing key(s) (first: {missing[0]})")
+    problems = shape_problems(tensors, expected, complete)
     if problems:
         raise ExportError(f"{source}: does not fit the architecture in {CONFIG_FILE}: " + "; ".join(problems))
 

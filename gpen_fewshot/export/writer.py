@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import os
 import shutil
 import tempfile
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -248,9 +249,7 @@ def _write_export(out_dir: Path, config: dict, tensors: dict[str, Tensor], perso
     """Write into a temporary sibling directory, then rename it over ``out_dir``."""
     from safetensors.torch import save_file
 
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".tmp", dir=out_dir.parent))
-    try:
+    with _staged(out_dir) as tmp:
         save_file(tensors, str(tmp / WEIGHTS_FILE),
                   metadata={"format": "pt", FORMAT_NAME: str(FORMAT_VERSION)})
         atomic_write_json(tmp / CONFIG_FILE, config)
@@ -258,11 +257,6 @@ def _write_export(out_dir: Path, config: dict, tensors: dict[str, Tensor], perso
             atomic_write_json(tmp / PERSON_FILE, person)
         if card is not None:
             (tmp / CARD_FILE).write_text(card, encoding="utf-8")
-        apply_umask(tmp)
-        _replace_dir(tmp, out_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return out_dir
 
 
@@ -278,18 +272,26 @@ def copy_export(source: str | os.PathLike, out_dir: str | os.PathLike) -> Path:
     source, out_dir = Path(source), Path(out_dir)
     if not (source / CONFIG_FILE).is_file() or not (source / WEIGHTS_FILE).is_file():
         raise ExportError(f"{source}: not an export directory (needs {CONFIG_FILE} and {WEIGHTS_FILE})")
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".tmp", dir=out_dir.parent))
-    try:
+    with _staged(out_dir) as tmp:
         for file in source.iterdir():
             if file.is_file():
                 shutil.copy2(file, tmp / file.name)
+    return out_dir
+
+
+@contextlib.contextmanager
+def _staged(out_dir: Path) -> Iterator[Path]:
+    """A temporary sibling folder to fill: on success it replaces ``out_dir`` (umask applied, old export kept
+    aside until the rename is done), on any failure it is removed and ``out_dir`` is untouched."""
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".tmp", dir=out_dir.parent))
+    try:
+        yield tmp
         apply_umask(tmp)
         _replace_dir(tmp, out_dir)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    return out_dir
 
 
 def _replace_dir(new: Path, target: Path) -> None:
