@@ -14,6 +14,9 @@ such.
 
 The dlib face-recognition models are not in the registry: they ship in the ``face-recognition-models`` PyPI
 package.
+
+Why one file over 400 lines: about half of it is the registry table itself (one ``WeightSpec`` per file, with
+URL, sha256, size and licence); download, checksum and lookup code stays next to the table it serves.
 """
 
 from __future__ import annotations

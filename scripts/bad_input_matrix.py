@@ -16,6 +16,9 @@ Result of a case:
              ...)
 
 Prints a markdown table per case and a summary per category; logs of every case are kept in ``<work>/logs``.
+
+Why one file over 400 lines: it is a table of about a hundred scripted bad-input cases (each a few lines of
+setup and the expected one-line outcome) with a small runner; the cases are data, read top to bottom.
 """
 
 from __future__ import annotations

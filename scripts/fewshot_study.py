@@ -20,6 +20,9 @@ over persons (``gpen_fewshot.evaluation.study``). A person that fails (too few u
 recorded with the reason and the study goes on. Re-running with the same ``--out`` resumes: persons whose
 training and evaluation finished with the same settings are skipped, a finished training is not repeated.
 Per person everything lives in ``--out/persons/<name>/`` (run/, eval/, train.log, eval.log, result.json).
+
+Why one file over 400 lines: the study's orchestration (vetting, one training and one evaluation subprocess
+per person, resumption) is one sequence; its tables live in ``gpen_fewshot.evaluation.study``.
 """
 
 from __future__ import annotations

@@ -22,6 +22,10 @@ isconcat come from key counts and shapes; channel_multiplier and narrow are chos
 comparing every tensor's shape with the one the GPEN channel table predicts. All candidates that fit give
 the same network; the simplest values are reported (e.g. narrow 0.3 rather than 0.298828125, and the
 default channel_multiplier 2 when the size is below 64 px and cm has no effect).
+
+Why one file over 400 lines: reading every checkpoint format and inferring the architecture from the tensors
+read are one job (the config comes from what was read, and both report errors naming the same file); the
+project's own export format is not here (``gpen_fewshot.export.loading``).
 """
 
 from __future__ import annotations

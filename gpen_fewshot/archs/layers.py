@@ -11,6 +11,10 @@ checkpoints load with ``strict=True``. The forward passes compute the same funct
   small, and modulate the activations instead where the weights dominate (low resolutions);
 * 1x1 modulated convs (ToRGB) run as matmuls (oneDNN's backward for 3 output channels is very slow);
 * the 1x1 downsampling skip convolution only filters the samples its stride keeps.
+
+Why one file over 400 lines: these are the reference network's building blocks, one class each, whose
+attribute names make the released state-dict keys; splitting them would scatter the key layout the checkpoints
+depend on.
 """
 
 from __future__ import annotations

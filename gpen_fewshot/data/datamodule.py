@@ -15,6 +15,9 @@ Identical on every call and every run.
 
 Batches are dicts ``{"lq": (B, 3, S, S), "gt": (B, 3, S, S)`` float32 RGB in [-1, 1], ``"path": list[str],
 "degradation": list[str]}`` (the last one: preset name, for per-preset validation metrics).
+
+Why one file over 400 lines: the two LightningDataModules (one person, a faces folder) share their datasets,
+seeding and validation-set construction; each half alone would import the other.
 """
 
 from __future__ import annotations

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from gpen_fewshot.evaluation.report import METRICS, direction
+from gpen_fewshot.evaluation.tables import METRICS, direction
 from gpen_fewshot.evaluation.values import Unavailable
 from gpen_fewshot.utils.atomic import atomic_write_json, atomic_write_text
 

@@ -11,24 +11,26 @@ import pytest
 
 from gpen_fewshot.evaluation.report import (
     ReportSettings,
+    comparison_grid,
+    csv_text,
+    read_csv,
+    read_json,
+    results_from_json,
+    results_to_json,
+    write_report,
+)
+from gpen_fewshot.evaluation.runner import EvalResults, ModelInfo
+from gpen_fewshot.evaluation.tables import (
     TableContext,
     best_models,
-    comparison_grid,
     context_from_models,
-    csv_text,
     delta,
     format_cell,
     level_mean,
     level_table,
     ranking,
-    read_csv,
-    read_json,
-    results_from_json,
-    results_to_json,
     specificity_flags,
-    write_report,
 )
-from gpen_fewshot.evaluation.runner import EvalResults, ModelInfo
 from gpen_fewshot.evaluation.values import Unavailable
 from gpen_fewshot.utils.image import read_image
 
@@ -189,7 +191,8 @@ def test_comparison_grid_labels_and_resizes() -> None:
 def test_metrics_of_the_network_a_model_trained_with_are_marked_trained_on() -> None:
     """A model whose loss read MobileFaceNet has its MFN cells marked, its dlib (ID) cells not; the models
     table names the network and explains the mark."""
-    from gpen_fewshot.evaluation.report import TRAINED_ON_MARK, _models_table, metric_network
+    from gpen_fewshot.evaluation.report import _models_table
+    from gpen_fewshot.evaluation.tables import TRAINED_ON_MARK, metric_network
 
     assert (metric_network("mfn_similarity_gt") == "mobilefacenet" and
             metric_network("id_distance_gt") == "dlib")
