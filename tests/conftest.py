@@ -32,11 +32,13 @@ SHRINK_OVERRIDES = [
 ]
 
 
-def pytest_configure(config: pytest.Config) -> None:
-    config.addinivalue_line("markers",
-                            "subprocess: runs `python train.py` in a subprocess (10-40 s, runs in CI)")
-    config.addinivalue_line("markers",
-                            "browser: drives `python app.py` in headless Chromium (~30 s, runs in CI)")
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Everything in tests/integration, and every subprocess or browser test, is ``slow`` (markers are
+    registered in pyproject.toml; ``--strict-markers`` rejects unknown ones)."""
+    for item in items:
+        marked = item.get_closest_marker("subprocess") or item.get_closest_marker("browser")
+        if "integration" in item.path.parts or marked:
+            item.add_marker(pytest.mark.slow)
 
 
 @pytest.fixture

@@ -97,6 +97,7 @@ def test_strict_load_rejects_incomplete_files(tmp_path: Path, bundled_arrays, ch
         load_mobilefacenet(tmp_path / "bad.params")
 
 
+@pytest.mark.weights
 @pytest.mark.skipif(not SYMBOL.is_file(), reason="needs ../shared/weights/mobilefacenet/model-symbol.json")
 def test_module_matches_the_mxnet_graph() -> None:
     """Every Convolution / BatchNorm of the graph has its counterpart with the same hyper-parameters."""
@@ -169,6 +170,7 @@ def test_loss_config_builds_the_identity_terms() -> None:
         LossConfig(identity_network="vgg")
 
 
+@pytest.mark.weights
 @pytest.mark.skipif(not PAIRS.is_dir(), reason="needs ../shared/data/lfw_pairs")
 def test_verify_identity_script_on_a_subset(capsys: pytest.CaptureFixture[str]) -> None:
     spec = importlib.util.spec_from_file_location("verify_identity", REPO / "scripts" / "verify_identity.py")
