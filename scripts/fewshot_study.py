@@ -40,7 +40,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from gpen_fewshot.evaluation.study import StudyError, person_rows, write_study
+from gpen_fewshot.evaluation.study import StudyError, merge_studies, person_rows, write_study
 from gpen_fewshot.utils.atomic import atomic_write_json
 
 REPO = Path(__file__).resolve().parents[1]
@@ -105,6 +105,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                         help="extra Hydra override of train.py (repeatable)")
     parser.add_argument("--eval-override", action="append", default=[], metavar="KEY=VALUE",
                         help="extra Hydra override of evaluate.py (repeatable)")
+    parser.add_argument("--merge", action="append", default=[], type=Path, metavar="STUDY_DIR",
+                        help="no training: write one table in --out from finished studies of the same recipe "
+                             "(persons split over parallel runs); repeatable")
     return parser.parse_args(argv)
 
 
@@ -376,9 +379,25 @@ def study_person(study: Study, name: str) -> dict[str, Any]:
     return outcome
 
 
+def merge_main(study_dirs: Sequence[Path], out: Path) -> int:
+    """``--merge``: one study.md / .json / .csv in ``out`` from finished studies."""
+    try:
+        settings, outcomes = merge_studies(study_dirs)
+    except StudyError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    out.mkdir(parents=True, exist_ok=True)
+    paths = write_study(out, settings, outcomes)
+    print(paths["study.md"].read_text(encoding="utf-8"))
+    print(f"Written: {', '.join(str(p) for p in paths.values())}")
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the study; exit status 0 when at least one person finished, 1 otherwise."""
     args = parse_args(argv)
+    if args.merge:
+        return merge_main(args.merge, args.out)
     try:
         study = build_study(args)
     except StudyError as error:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import math
 import statistics
 from collections.abc import Iterable, Mapping, Sequence
@@ -322,3 +323,43 @@ def write_study(out_dir: str | Path, settings: Mapping[str, Any],
     atomic_write_text(paths["study.csv"], study_csv(rows, summary))
     atomic_write_text(paths["study.md"], study_markdown(settings, outcomes, rows, summary))
     return paths
+
+
+_MERGE_MUST_AGREE = ("train_photos", "levels", "train_overrides", "eval_overrides", "model_size", "template",
+                     "prior")
+
+
+def merge_studies(study_dirs: Sequence[str | Path]) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """Settings and outcomes of several finished studies of the same recipe, as one study.
+
+    Used when the persons of one study were split over parallel processes. Each folder holds the
+    ``study.json`` and ``persons/<name>/result.json`` files the study script writes; the persons and the
+    specificity identities are concatenated (a person in two studies is an error).
+
+    Raises:
+        StudyError: a folder without study.json, or studies whose recipe or protocol differ (names the key).
+    """
+    settings: dict[str, Any] = {}
+    outcomes: list[dict[str, Any]] = []
+    for folder in map(Path, study_dirs):
+        try:
+            data = json.loads((folder / "study.json").read_text(encoding="utf-8"))
+        except (OSError, ValueError) as error:
+            raise StudyError(f"{folder}: not a finished study (study.json: {error})") from None
+        current = dict(data.get("settings") or {})
+        if not settings:
+            settings = {**current, "persons": [], "others": [], "merged_from": []}
+        for key in _MERGE_MUST_AGREE:
+            if current.get(key) != settings.get(key):
+                raise StudyError(f"{folder}: {key} {current.get(key)!r} differs from the first study's "
+                                 f"{settings.get(key)!r}; only studies of the same recipe can be merged")
+        for name in current.get("persons") or []:
+            if name in settings["persons"]:
+                raise StudyError(f"{folder}: person {name!r} is in two of the merged studies")
+            settings["persons"].append(name)
+            result = folder / "persons" / name / "result.json"
+            outcomes.append(json.loads(result.read_text(encoding="utf-8")) if result.is_file()
+                            else {"name": name, "status": "failed", "reason": "no result.json", "rows": []})
+        settings["others"] += [o for o in current.get("others") or [] if o not in settings["others"]]
+        settings["merged_from"].append(str(folder))
+    return settings, outcomes

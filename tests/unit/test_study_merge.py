@@ -1,0 +1,47 @@
+"""scripts/fewshot_study.py --merge (gpen_fewshot.evaluation.study.merge_studies): studies of one recipe whose
+persons ran in parallel processes become one table; different recipes are refused."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from gpen_fewshot.evaluation.study import StudyError, merge_studies, write_study
+from gpen_fewshot.utils.atomic import atomic_write_json
+
+SETTINGS = {"persons_root": "/p", "train_photos": 5, "levels": ["severe"], "train_overrides": ["a=1"],
+            "eval_overrides": [], "model_size": 256, "template": "gpen", "prior": "gpen-compact-256"}
+
+
+def _study(folder: Path, persons: dict[str, tuple[float, float]], others: list[str], **changes) -> Path:
+    outcomes = []
+    for name, (base, tuned) in persons.items():
+        row = {"person": name, "set": "person", "level": "severe", "metric": "id_similarity_gt",
+               "base": base, "tuned": tuned, "delta": tuned - base}
+        outcome = {"name": name, "status": "ok", "reason": "", "train_wall_s": 200.0, "rows": [row]}
+        atomic_write_json(folder / "persons" / name / "result.json", outcome)
+        outcomes.append(outcome)
+    write_study(folder, {**SETTINGS, **changes, "persons": list(persons), "others": others}, outcomes)
+    return folder
+
+
+def test_two_halves_make_one_table(tmp_path: Path) -> None:
+    a = _study(tmp_path / "a", {"p1": (0.40, 0.42), "p2": (0.50, 0.50)}, ["o1"])
+    b = _study(tmp_path / "b", {"p3": (0.30, 0.36)}, ["o2"])
+    settings, outcomes = merge_studies([a, b])
+    assert settings["persons"] == ["p1", "p2", "p3"] and settings["others"] == ["o1", "o2"]
+    assert [o["name"] for o in outcomes] == ["p1", "p2", "p3"]
+    text = write_study(tmp_path / "all", settings, outcomes)["study.md"].read_text(encoding="utf-8")
+    assert "persons: 3 finished of 3" in text and "(Δ +0.027 ± 0.031)" in text  # mean of +0.02, 0, +0.06
+
+
+def test_different_recipes_or_a_repeated_person_are_refused(tmp_path: Path) -> None:
+    a = _study(tmp_path / "a", {"p1": (0.4, 0.4)}, [])
+    other = _study(tmp_path / "b", {"p2": (0.4, 0.4)}, [], train_overrides=["a=2"])
+    with pytest.raises(StudyError, match="train_overrides"):
+        merge_studies([a, other])
+    with pytest.raises(StudyError, match="'p1' is in two"):
+        merge_studies([a, _study(tmp_path / "c", {"p1": (0.4, 0.4)}, [])])
+    with pytest.raises(StudyError, match="not a finished study"):
+        merge_studies([a, tmp_path / "missing"])
