@@ -71,6 +71,9 @@ def test_experiment_composes_with_its_own_settings(experiment: str, compose_trai
     if experiment == "pretrain_cpu_fm":  # the bundled prior's recipe: non-residual, L1 + D feature matching
         assert model.name == "compact_256" and not model.residual and loss.l1 == 1.0
         assert loss.feature_matching > 0 and loss.adversarial == 0 and loss.train_discriminator
+    if experiment == "fewshot_identity":  # the default run + moderate/severe + MobileFaceNet identity terms
+        assert model.name == "compact_256" and list(cfg.degradation.presets) == ["moderate", "severe"]
+        assert loss.identity > 0 and loss.identity_reference > 0 and loss.identity_network == "mobilefacenet"
     if experiment == "pretrain_cpu":  # the residual recipe meant to replace it (issue 13)
         assert model.name == "compact_256" and optim.betas_g == (0.9, 0.99) and loss.l1 == 1.0
         assert (model.residual and not loss.train_discriminator and
@@ -84,7 +87,9 @@ def test_experiment_composes_with_its_own_settings(experiment: str, compose_trai
 
 @pytest.mark.parametrize("experiment", EXPERIMENTS)
 def test_experiment_runs_a_few_iterations(experiment: str, compose_train) -> None:
-    cfg = compose_train(f"experiment={experiment}")
+    # synthetic data has no person, so no reference embedding: that term is tested with a person below
+    person_only = ["loss.identity_reference=0"] if experiment == "fewshot_identity" else []
+    cfg = compose_train(f"experiment={experiment}", *person_only)
     metrics = train(cfg)
     run_dir = Path(cfg.paths.output_dir)
     assert _load_ckpt(run_dir / "checkpoints" / "last.ckpt")["gpen_fewshot"]["iteration"] == 2
