@@ -45,3 +45,20 @@ def test_different_recipes_or_a_repeated_person_are_refused(tmp_path: Path) -> N
         merge_studies([a, _study(tmp_path / "c", {"p1": (0.4, 0.4)}, [])])
     with pytest.raises(StudyError, match="not a finished study"):
         merge_studies([a, tmp_path / "missing"])
+
+
+def test_headline_table_puts_the_input_beside_base_and_tuned(tmp_path: Path) -> None:
+    from gpen_fewshot.evaluation.study import input_table, study_person_metrics
+
+    def level(psnr: float, sim: float) -> dict:
+        return {"psnr": psnr, "id_similarity_gt": sim, "mfn_similarity_gt": sim + 0.1, "id_verified_ref": 0.5}
+
+    for name, tuned_psnr in (("p1", 25.0), ("p2", 27.0)):
+        metrics = {"results": {"person": {"input": {"severe": level(20.0, 0.40)},
+                                          "base": {"severe": level(24.0, 0.45)},
+                                          "run": {"severe": level(tuned_psnr, 0.47)}}}}
+        atomic_write_json(tmp_path / "s" / "persons" / name / "eval" / "metrics.json", metrics)
+    atomic_write_json(tmp_path / "s" / "study.json", {"settings": {}})
+    text = input_table(study_person_metrics([tmp_path / "s"]))
+    assert "| severe | PSNR dB | 20.00 | 24.00 | 26.00 | +2.00 ± 1.00 |" in text  # tuned - base: +1, +3
+    assert "| severe | ID sim GT (dlib) | 0.400 | 0.450 | 0.470 | +0.020 ± 0.000 |" in text
