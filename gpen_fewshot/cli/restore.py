@@ -145,7 +145,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def default_input() -> Path:
     """The bundled demo photo (looked up in the current folder, then in the source checkout)."""
-    for root in (Path.cwd(), source_root() or Path.cwd()):
+    for root in (Path.cwd(), *filter(None, [source_root()])):
         if (root / DEMO_INPUT).is_file():
             return root / DEMO_INPUT
     return Path.cwd() / DEMO_INPUT

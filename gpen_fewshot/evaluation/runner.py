@@ -7,7 +7,6 @@ into report.md / metrics.csv / metrics.json / grids.
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,8 +37,6 @@ from gpen_fewshot.faces.identity import IdentityEmbedder
 from gpen_fewshot.restore.models import run_model
 from gpen_fewshot.utils.device import resolve_device
 from gpen_fewshot.utils.image import read_image
-
-log = logging.getLogger(__name__)
 
 INPUT_ROW = "input"
 Results = dict[str, dict[str, dict[str, dict[str, MetricValue]]]]

@@ -98,7 +98,7 @@ class GPENFewShotModule(pl.LightningModule):
         """The identity network the loss terms read (its fallback when the configured one was missing);
         None when no identity term is on or the network was unavailable."""
         identity = self._aux.get("identity")
-        return identity.encoder.name if identity is not None else None
+        return identity.network_name if identity is not None else None
 
     def forward(self, lq: Tensor) -> Tensor:
         """Restore with the EMA generator: (B, 3, S, S) [-1, 1] -> same."""
