@@ -416,6 +416,11 @@ class FacesFolderDataModule(CropsDataModule):
         val_count: number of crops held out for validation.
         cache_dir: passed to ``prepare_faces_folder``; None = its default. With several folders, each one
             is cached in ``<cache_dir>/<folder name>``.
+        train_only_dirs: folders whose crops are trained on and never held out (e.g. a few hundred crisp
+            photos that teach a prior that fine detail is content), so adding them leaves the held-out
+            split of ``faces_dir`` unchanged.
+        train_only_repeat: how many times each train-only crop is listed: its sampling weight against
+            the ``faces_dir`` crops (the training draws are uniform over the list).
         **kwargs: the :class:`CropsDataModule` arguments.
     """
 
@@ -426,12 +431,19 @@ class FacesFolderDataModule(CropsDataModule):
         template: str = "gpen",
         val_count: int = 16,
         cache_dir: str | Path | None = None,
+        train_only_dirs: Sequence[str | Path] = (),
+        train_only_repeat: int = 1,
         **kwargs: Any,
     ) -> None:
         super().__init__(size=size, **kwargs)
         several = isinstance(faces_dir, (list, tuple))
         self.faces_dirs = [Path(d) for d in faces_dir] if several else [Path(faces_dir)]
-        self._cache_per_folder = several
+        self.train_only_dirs = [Path(d) for d in train_only_dirs]
+        if train_only_repeat < 1:
+            raise ValueError(f"train_only_repeat must be >= 1, got {train_only_repeat}")
+        self.train_only_repeat = train_only_repeat
+        # one folder keeps its historical cache layout; any more (train-only ones too) get a subfolder each
+        self._cache_per_folder = several or bool(self.train_only_dirs)
         self.template, self.val_count, self.cache_dir = (
             template,
             val_count,
@@ -439,15 +451,16 @@ class FacesFolderDataModule(CropsDataModule):
         )
 
     def prepare_data(self) -> None:
-        self._prepare()
+        self._prepare(self.faces_dirs + self.train_only_dirs)
 
     def resolve_crops(self) -> tuple[list[Path], list[Path]]:
-        return split_holdout(self._prepare(), self.val_count)
+        train, val = split_holdout(self._prepare(self.faces_dirs), self.val_count)
+        extra = self._prepare(self.train_only_dirs)
+        return train + extra * self.train_only_repeat, val
 
-    def _prepare(self) -> list[Path]:
-
+    def _prepare(self, folders: Sequence[Path]) -> list[Path]:
         crops: list[Path] = []
-        for folder in self.faces_dirs:
+        for folder in folders:
             options = {}
             if self.cache_dir is not None:
                 root = Path(self.cache_dir)

@@ -230,6 +230,22 @@ def test_faces_folder_datamodule_holds_out_deterministically(crops, monkeypatch,
         split_holdout(all_crops, len(all_crops))
 
 
+def test_train_only_folders_are_weighted_and_never_change_the_held_out_split(crops, monkeypatch, tmp_path):
+    main_crops, extra_crops = list(crops[0] + crops[1][:1]), list(crops[1][1:])
+    by_folder = {tmp_path / "main": main_crops, tmp_path / "crisp": extra_crops}
+    monkeypatch.setattr(datamodule_module, "prepare_faces_folder",
+                        lambda faces_dir, size, template, **kw: list(by_folder[Path(faces_dir)]))
+    plain = FacesFolderDataModule(tmp_path / "main", size=SIZE, val_count=2, batch_size=2)
+    module = FacesFolderDataModule(tmp_path / "main", size=SIZE, val_count=2, batch_size=2,
+                                   train_only_dirs=[tmp_path / "crisp"], train_only_repeat=3)
+    plain_train, plain_val = plain.resolve_crops()
+    train, val = module.resolve_crops()
+    assert val == plain_val and not set(val) & set(extra_crops)
+    assert train == plain_train + extra_crops * 3
+    with pytest.raises(ValueError, match="train_only_repeat"):
+        FacesFolderDataModule(tmp_path, size=SIZE, train_only_dirs=[tmp_path], train_only_repeat=0)
+
+
 @pytest.mark.parametrize("name,cls", [("person", PersonDataModule), ("faces_folder", FacesFolderDataModule)])
 def test_data_yaml_lists_every_argument(name: str, cls: type) -> None:
     path = REPO / "configs" / "data" / f"{name}.yaml"
