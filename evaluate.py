@@ -8,7 +8,8 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-import gpen_fewshot.training.resolvers as resolvers
+from gpen_fewshot.cli import resolvers
+from gpen_fewshot.cli.errors import user_errors_exit
 from gpen_fewshot.cli.evaluate import main as run
 from gpen_fewshot.cli.evaluate import user_errors
 from gpen_fewshot.cli.hydra_args import check_overrides
@@ -16,13 +17,8 @@ from gpen_fewshot.cli.hydra_args import check_overrides
 
 @hydra.main(version_base="1.3", config_path="configs", config_name="eval")
 def main(cfg: DictConfig) -> None:
-    try:
+    with user_errors_exit(user_errors(), blank_line=True):
         run(OmegaConf.to_container(cfg, resolve=True))
-    except user_errors() as error:
-        if os.environ.get("HYDRA_FULL_ERROR") == "1":
-            raise
-        print(f"\nerror: {error}", file=sys.stderr)
-        raise SystemExit(1) from None
 
 
 if __name__ == "__main__":

@@ -7,8 +7,9 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig
 
+from gpen_fewshot.cli import resolvers
 from gpen_fewshot.cli.hydra_args import check_overrides
-from gpen_fewshot.training.run import main_task
+from gpen_fewshot.cli.train import main_task
 
 
 @hydra.main(version_base="1.3", config_path="configs", config_name="train")
@@ -19,4 +20,5 @@ def main(cfg: DictConfig) -> float | None:
 if __name__ == "__main__":
     os.environ.setdefault("GPEN_FEWSHOT_ROOT", str(Path(__file__).resolve().parent))
     check_overrides(Path(__file__).resolve().parent / "configs", "train", sys.argv[1:])  # one-line errors
+    resolvers.register_resolvers()
     main()

@@ -15,11 +15,8 @@ import cv2
 import numpy as np
 
 from gpen_fewshot.data.degradations import build_degradation, sample_rng
-from gpen_fewshot.utils.drawing import draw_text
+from gpen_fewshot.evaluation.grids import labelled_grid
 from gpen_fewshot.utils.image import read_image, to_float, to_uint8, write_image
-
-_HEADER_PX = 28
-_GAP_PX = 4
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -47,28 +44,18 @@ def load_tile(path: str, crop: list[int] | None, size: int) -> np.ndarray:
     return to_float(cv2.resize(image, (size, size), interpolation=cv2.INTER_AREA))
 
 
-def labelled(tile: np.ndarray, text: str) -> np.ndarray:
-    """uint8 tile with a white header strip holding ``text``."""
-    header = np.full((_HEADER_PX, tile.shape[1], 3), 255, np.uint8)
-    draw_text(header, text, (6, _HEADER_PX - 9), 17)
-    return np.concatenate([header, tile], axis=0)
-
-
 def build_grid(tiles: list[np.ndarray], presets: list[str], samples: int, seed: int) -> np.ndarray:
-    """uint8 RGB grid: ``samples`` rows x (1 + len(presets)) columns, labels on every tile."""
+    """uint8 RGB grid: ``samples`` rows x (1 + len(presets)) columns under labels."""
     degradations = [build_degradation(name) for name in presets]
-    rows = []
+    columns: dict[str, list[np.ndarray]] = {"original": [], **{name: [] for name in presets}}
     for row in range(samples):
         clean = tiles[row % len(tiles)]
-        cells = [labelled(to_uint8(clean), "original")]
+        columns["original"].append(to_uint8(clean))
         for col, (name, degradation) in enumerate(zip(presets, degradations, strict=True)):
             lq = degradation(clean, sample_rng(seed, row, col))
             lq = cv2.resize(lq, clean.shape[1::-1], interpolation=cv2.INTER_NEAREST)  # scale > 1 presets
-            cells.append(labelled(to_uint8(lq), name))
-        gap = np.full((cells[0].shape[0], _GAP_PX, 3), 255, np.uint8)
-        rows.append(np.concatenate([c for cell in cells for c in (cell, gap)][:-1], axis=1))
-    gap = np.full((_GAP_PX, rows[0].shape[1], 3), 255, np.uint8)
-    return np.concatenate([r for row in rows for r in (row, gap)][:-1], axis=0)
+            columns[name].append(to_uint8(lq))
+    return labelled_grid(columns)
 
 
 def main(argv: list[str] | None = None) -> int:

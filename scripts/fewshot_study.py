@@ -40,6 +40,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from gpen_fewshot.cli.errors import user_error
+from gpen_fewshot.cli.resolvers import register_resolvers
 from gpen_fewshot.evaluation.study import StudyError, merge_studies, person_rows, write_study
 from gpen_fewshot.utils.atomic import atomic_write_json
 
@@ -155,7 +157,7 @@ def compose_train_settings(overrides: Sequence[str]) -> TrainSettings:
     from hydra import compose, initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
 
-    import gpen_fewshot.training  # noqa: F401  (registers the config resolvers)
+    register_resolvers()  # the configs' ${...} resolvers, as train.py registers them
 
     os.environ.setdefault("GPEN_FEWSHOT_ROOT", str(REPO))
     GlobalHydra.instance().clear()
@@ -384,8 +386,7 @@ def merge_main(study_dirs: Sequence[Path], out: Path) -> int:
     try:
         settings, outcomes = merge_studies(study_dirs)
     except StudyError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 1
+        return user_error(error, 1)
     out.mkdir(parents=True, exist_ok=True)
     paths = write_study(out, settings, outcomes)
     print(paths["study.md"].read_text(encoding="utf-8"))
@@ -401,8 +402,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         study = build_study(args)
     except StudyError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 1
+        return user_error(error, 1)
     study.out.mkdir(parents=True, exist_ok=True)
     print(f"Study of {len(study.persons)} person(s) from {study.root} into {study.out}; specificity on "
           f"{[p.name for p in study.others] or 'nobody'}")
@@ -414,8 +414,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     print("\n" + paths["study.md"].read_text(encoding="utf-8"))
     print(f"Written: {', '.join(str(p) for p in paths.values())}")
     if not any(o["status"] == "ok" for o in outcomes):
-        print("error: no person finished (see the reasons above)", file=sys.stderr)
-        return 1
+        return user_error("no person finished (see the reasons above)", 1)
     return 0
 
 

@@ -33,6 +33,7 @@ sys.path.insert(0, str(ROOT / "scripts"))
 from benchmark_restore import time_generator  # noqa: E402  (a sibling script)
 
 from gpen_fewshot.archs import GPENGenerator  # noqa: E402
+from gpen_fewshot.cli.errors import user_error  # noqa: E402
 from gpen_fewshot.utils.atomic import atomic_write_json  # noqa: E402
 
 SIZES = {False: 512, True: 256}
@@ -116,8 +117,7 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     device = torch.device(args.device)
     if device.type == "cuda" and not torch.cuda.is_available():
-        print("error: no CUDA device here (use --device cpu --quick to try the steps)", file=sys.stderr)
-        return 2
+        return user_error("no CUDA device here (use --device cpu --quick to try the steps)", 2)
     work = args.out.parent / (args.out.stem + "_work")
     work.mkdir(parents=True, exist_ok=True)
     report: dict = {"device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",

@@ -13,9 +13,9 @@ model, with the tuned - base difference (mean ± standard error over persons).
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
+from gpen_fewshot.cli.errors import user_error
 from gpen_fewshot.evaluation.study import input_table, study_person_metrics
 
 
@@ -25,8 +25,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     results = study_person_metrics(args.studies)
     if not results:
-        print("error: no finished person (persons/*/eval/metrics.json) in those folders", file=sys.stderr)
-        return 1
+        return user_error("no finished person (persons/*/eval/metrics.json) in those folders", 1)
     print(input_table(results))
     return 0
 

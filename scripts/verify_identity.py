@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from gpen_fewshot.cli.errors import user_error
 from gpen_fewshot.evaluation.verification import best_threshold_accuracy, read_pairs
 from gpen_fewshot.faces.identity_net import load_identity_network
 from gpen_fewshot.utils.image import image_to_tensor, read_image
@@ -67,8 +68,7 @@ def main(argv: list[str] | None = None) -> int:
         pairs = read_pairs(args.pairs)[:args.limit]
         net = load_identity_network("mobilefacenet", args.weights)
     except (OSError, ValueError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+        return user_error(error, 2)
     missing = sorted({str(i) for p in pairs for i in (p.image_a, p.image_b) if not i.is_file()})
     if missing:
         print(f"warning: {len(missing)} image(s) missing, their pairs are skipped: {', '.join(missing[:3])}")

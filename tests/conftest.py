@@ -97,7 +97,9 @@ def compose_train(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Callable[.
     from hydra.core.hydra_config import HydraConfig
     from omegaconf import open_dict
 
-    import gpen_fewshot.training  # noqa: F401  (registers the config resolvers)
+    from gpen_fewshot.cli.resolvers import register_resolvers
+
+    register_resolvers()
 
     monkeypatch.setenv("GPEN_FEWSHOT_ROOT", str(REPO_ROOT))
     monkeypatch.setenv("GPEN_FEWSHOT_WEIGHTS_DIR", str(tmp_path / "weights"))

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import argparse
 import logging
-import sys
 from pathlib import Path
 
+from gpen_fewshot.cli.errors import user_error
 from gpen_fewshot.cli.restore import default_input
 from gpen_fewshot.cli.webapp import (
     BASE_CHOICE,
@@ -55,8 +55,7 @@ def main(argv: list[str] | None = None) -> int:
         service = RestoreService(restore_args, persons_root=args.persons_dir, output_root=args.output_dir)
         service.restorer(BASE_CHOICE)  # load the base model now: a missing model is an error at start
     except (GradioMissingError, FileNotFoundError, ValueError, RuntimeError) as err:
-        print(f"error: {str(err).splitlines()[0]}", file=sys.stderr)
-        return EXIT_SETUP
+        return user_error(err, EXIT_SETUP)
     demo_photo = default_input()
     print(f"persons: {', '.join(service.choices()[1:]) or 'none registered'} (in {service.persons_root}); "
           f"results go to {service.output_root}")

@@ -24,6 +24,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from gpen_fewshot.cli.errors import user_error
 from gpen_fewshot.data.degradations import (
     PRESETS,
     DegradationConfig,
@@ -172,18 +173,13 @@ def main(argv: list[str] | None = None) -> int:
     try:
         config = resolve_degradation(args.degradation, args.preset, args.config, args.scale)
     except (KeyError, ValueError, TypeError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+        return user_error(err, 2)
     if not args.input_dir.is_dir():
-        print(f"error: {args.input_dir}: not a folder", file=sys.stderr)
-        return 2
+        return user_error(f"{args.input_dir}: not a folder", 2)
     paths, skipped = split_collisions(list_images(args.input_dir))
     if not paths:
-        print(
-            f"error: {args.input_dir}: no images ({', '.join(sorted(skipped)) or 'folder is empty'})",
-            file=sys.stderr,
-        )
-        return 2
+        reasons = ", ".join(sorted(skipped)) or "folder is empty"
+        return user_error(f"{args.input_dir}: no images ({reasons})", 2)
     for message in skipped.values():
         print(f"skipped {message}", file=sys.stderr)
     tasks = [PairTask(p, args.output_dir, config, args.seed, args.copies) for p in paths]

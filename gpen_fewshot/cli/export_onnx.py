@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from gpen_fewshot.archs import GPENGenerator
+from gpen_fewshot.cli.errors import exit_with_error
 from gpen_fewshot.export import load_person
 from gpen_fewshot.export import onnx as onnx_export
 from gpen_fewshot.export.onnx import (
@@ -44,7 +45,7 @@ def load_generator_for_export(args: argparse.Namespace) -> nn.Module:
     else:
         generator = load_base_model(args.base)._model
     if not isinstance(generator, nn.Module):
-        raise SystemExit("error: the selected model is not a GPEN generator")
+        exit_with_error("the selected model is not a GPEN generator", 2)
     return generator.float().eval()
 
 

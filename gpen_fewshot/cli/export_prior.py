@@ -19,6 +19,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from gpen_fewshot.cli.errors import user_error
 from gpen_fewshot.export.common import ExportError
 from gpen_fewshot.export.prior import (
     CHECKPOINTS,
@@ -68,8 +69,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         result = export_prior(args.source, args.name, args.out, args.checkpoint, args.dtype, args.tolerance)
     except (ExportError, FileNotFoundError, ValueError) as error:
-        print(f"export_prior: error: {error}", file=sys.stderr)
-        return 2
+        return user_error(error, 2)
     print(report(result))
     return 0
 

@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import os
 import re
-import sys
 from collections.abc import Sequence
 from pathlib import Path
+
+from gpen_fewshot.cli.errors import exit_with_error
 
 # Lines of Hydra / OmegaConf messages that add nothing on one line.
 _NOISE = re.compile(r"^\s*(full_key|object_type|reference_type|Set the environment variable|See https://|\^|"
@@ -51,5 +52,4 @@ def check_overrides(config_dir: str | Path, config_name: str, argv: Sequence[str
         if "Lexer" in name or "Parse" in name or "mismatched input" in detail:
             detail = (f"cannot parse the override(s) {' '.join(argv)!r} ({detail}); quote values with "
                       "spaces or non-ASCII characters, e.g. 'paths.log_dir=\"/my runs\"'")
-        print(f"error: {detail}", file=sys.stderr)
-        raise SystemExit(1) from None
+        exit_with_error(detail)

@@ -16,6 +16,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from gpen_fewshot.cli.errors import user_error
 from gpen_fewshot.data.person import NotEnoughPhotosError, prepare_person
 from gpen_fewshot.data.photo_vetting import VettingSettings
 from gpen_fewshot.faces.alignment import TEMPLATES
@@ -81,8 +82,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         person_dir = resolve_person_dir(args.person)
     except (ValueError, FileNotFoundError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+        return user_error(err, 2)
     options = {"min_face_scale": args.min_face_scale, "min_sharpness": args.min_sharpness}
     options = {k: v for k, v in options.items() if v is not None}
     try:
@@ -95,11 +95,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         if err.records:
             _print_table(err.records)
             print(f"contact sheet: {err.root / 'contact_sheet.png'}")
-        print(f"error: {err.summary} (reasons above and in manifest.json)", file=sys.stderr)
-        return 1
+        return user_error(f"{err.summary} (reasons above and in manifest.json)", 1)
     except (ValueError, OSError) as err:  # bad settings, missing detector weights, unwritable output
-        print(f"error: {err}", file=sys.stderr)
-        return 1
+        return user_error(err, 1)
     _print_table(prepared.records)
     _print_outputs(prepared)
     return 0

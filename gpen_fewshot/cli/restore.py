@@ -29,6 +29,7 @@ from typing import NoReturn
 
 import torch
 
+from gpen_fewshot.cli.errors import user_error
 from gpen_fewshot.cli.restore_outputs import (  # noqa: F401  (public here since issue 15)
     EXTENSIONS,
     plan_outputs,
@@ -174,15 +175,13 @@ def _load_persons(args: argparse.Namespace) -> tuple[list, int]:
         try:
             names = discover_persons(args.persons_dir)
         except ExportError as err:
-            print(f"error: {err}", file=sys.stderr)
-            return [], 1
+            return [], user_error(err, 1)
     persons, failures = [], 0
     for name in names:
         try:
             persons.append(load_person(name, args.persons_dir))
         except (ExportError, ValueError) as err:
-            print(f"error: person {name}: {err}", file=sys.stderr)
-            failures += 1
+            failures += user_error(f"person {name}: {err}", 1)
     return persons, failures
 
 
@@ -355,8 +354,7 @@ def _run(args: argparse.Namespace, pairs: list[tuple[Path, Path]], started: floa
     except (FileNotFoundError, ValueError, RuntimeError) as err:
         if args.debug:
             raise
-        print(f"error: {str(err).splitlines()[0]}", file=sys.stderr)
-        return EXIT_SETUP
+        return user_error(err, EXIT_SETUP)
     if not args.quiet:
         for line in restorer.describe():
             print(line)

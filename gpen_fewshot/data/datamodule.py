@@ -25,7 +25,7 @@ from __future__ import annotations
 import zlib
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import cv2
 import numpy as np
@@ -246,6 +246,10 @@ class CropsDataModule(pl.LightningDataModule):
         pin_memory: DataLoader ``pin_memory`` (useful on GPU).
     """
 
+    # Whether the crops are one person's photos, with a ``prepared`` PreparedPerson: a training run on such
+    # data exports and registers a person (gpen_fewshot.training.run); other data exports a plain model.
+    holds_one_person: ClassVar[bool] = False
+
     def __init__(
         self,
         train_crops: Sequence[str | Path] = (),
@@ -356,6 +360,8 @@ class PersonDataModule(CropsDataModule):
         cache_dir: passed to ``prepare_person`` (where prepared crops are cached); None = its default.
         **kwargs: the :class:`CropsDataModule` arguments (degradation, batch_size, num_workers, seed, ...).
     """
+
+    holds_one_person: ClassVar[bool] = True
 
     def __init__(
         self,

@@ -18,9 +18,9 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-import cv2
 import numpy as np
 
+from gpen_fewshot.evaluation.grids import labelled_grid
 from gpen_fewshot.evaluation.tables import (
     MEAN_LEVEL,
     SUMMARY_METRICS,
@@ -37,7 +37,6 @@ from gpen_fewshot.evaluation.tables import (
 )
 from gpen_fewshot.evaluation.values import MetricValue, Unavailable
 from gpen_fewshot.utils.atomic import atomic_write_json, atomic_write_text
-from gpen_fewshot.utils.drawing import draw_text, text_width
 from gpen_fewshot.utils.image import write_image
 
 CSV_FIELDS = ("set", "model", "level", "metric", "value", "delta_vs_base", "best", "unavailable")
@@ -120,45 +119,6 @@ def read_csv(path: str | Path) -> dict:
 
 
 # ------------------------------------------------------------------------------------------------ grids
-def _label_tile(text: str, width: int, height: int) -> np.ndarray:
-    """White ``height`` x ``width`` tile with ``text`` centred (shortened with "~" to fit; any Unicode)."""
-    tile = np.full((height, width, 3), 255, np.uint8)
-    size = max(8, round(height * 0.55))
-    shown = text
-    while len(shown) > 1 and text_width(shown, size) > width - 6:
-        shown = "~" + shown[2:]  # keep the end: run names differ in their time / job number
-    draw_text(tile, shown, (width // 2, height // 2), size, anchor="mm")
-    return tile
-
-
-def comparison_grid(columns: Mapping[str, Sequence[np.ndarray]], order: Sequence[str]) -> np.ndarray:
-    """Labelled grid: one column per label in ``order``, one row per photo.
-
-    Args:
-        columns: label -> uint8 RGB images (one per row); images of other sizes are resized to the first
-            column's size.
-        order: column labels, left to right.
-
-    Returns:
-        uint8 RGB (header + rows * S, len(order) * S, 3).
-    """
-    first = columns[order[0]]
-    if not first:
-        raise ValueError("comparison_grid needs at least one row")
-    side = first[0].shape[0]
-    header = np.concatenate([_label_tile(label, side, max(20, side // 8)) for label in order], axis=1)
-    rows = []
-    for r in range(len(first)):
-        tiles = []
-        for label in order:
-            image = columns[label][r]
-            if image.shape[:2] != (side, side):
-                image = cv2.resize(image, (side, side), interpolation=cv2.INTER_AREA)
-            tiles.append(image)
-        rows.append(np.concatenate(tiles, axis=1))
-    return np.concatenate([header, *rows], axis=0)
-
-
 def write_grids(grids: Mapping[str, Mapping[str, Mapping[str, Sequence[np.ndarray]]]],
                 out_dir: Path) -> list[Path]:
     """``grid_<set>_<level>.png`` per set and level (input | models... | ground truth)."""
@@ -169,7 +129,7 @@ def write_grids(grids: Mapping[str, Mapping[str, Mapping[str, Sequence[np.ndarra
             if not columns.get("input"):
                 continue
             path = out_dir / f"grid_{set_name}_{level}.png"
-            write_image(path, comparison_grid(columns, order))
+            write_image(path, labelled_grid(columns, order))
             paths.append(path)
     return paths
 

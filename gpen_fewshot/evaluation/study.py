@@ -22,6 +22,7 @@ from typing import Any
 from gpen_fewshot.evaluation.tables import METRICS, direction
 from gpen_fewshot.evaluation.values import Unavailable
 from gpen_fewshot.utils.atomic import atomic_write_json, atomic_write_text
+from gpen_fewshot.utils.jsonfile import jsonable
 
 PERSON_SET, OTHERS_SET = "person", "others"
 # What "few-shot personalisation works" is judged on: identity to the ground truth (similarity and the
@@ -105,9 +106,8 @@ def _number(value: Any) -> float | None:
 
 
 def _jsonable(value: float | None) -> float | str | None:
-    if value is None:
-        return None
-    return float(value) if math.isfinite(value) else str(float(value))
+    """A statistic for JSON: None stays None, a number becomes a Python float (non-finite ones a string)."""
+    return None if value is None else jsonable(float(value))
 
 
 # ------------------------------------------------------------------------------------------- extraction

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
 from dataclasses import dataclass
+
+from gpen_fewshot.utils.jsonfile import jsonable
 
 
 @dataclass(frozen=True)
@@ -40,15 +41,8 @@ def mean_or_unavailable(values: list[float], reason: str) -> MetricValue:
 
 def to_jsonable(results: Mapping[str, MetricValue]) -> dict[str, float | str | None]:
     """Results as JSON-friendly values: numbers stay numbers (inf -> "inf"), ``Unavailable`` -> its string."""
-    out: dict[str, float | str | None] = {}
-    for name, value in results.items():
-        if isinstance(value, Unavailable):
-            out[name] = str(value)
-        elif math.isfinite(value):
-            out[name] = float(value)
-        else:
-            out[name] = str(float(value))
-    return out
+    return {name: str(value) if isinstance(value, Unavailable) else jsonable(float(value))
+            for name, value in results.items()}
 
 
 def available_only(results: Mapping[str, MetricValue]) -> dict[str, float]:

@@ -115,18 +115,18 @@ def export_run(generator_ema: GPENGenerator, stages: Sequence[ResolvedStage], in
     trainable = trainable_generator_params(stages)
     frozen_throughout = {n for n, _ in generator_ema.named_parameters()} - trainable
     mode = "delta" if base is not None and frozen_throughout else "full"
-    args = (person, sorted(trainable), template, dict(metrics or {}), config_digest, len(train_crops),
-            reference_embedding(train_crops, template))
+    fields = {"person_name": person, "trainable_param_names": sorted(trainable), "template": template,
+              "metrics": dict(metrics or {}), "config_hash": config_digest, "n_photos": len(train_crops),
+              "reference_embedding": reference_embedding(train_crops, template), "dtype": dtype,
+              "identity_loss": identity_loss, "recipe": recipe}
     try:
-        return export_person(generator_ema, base, out_dir, *args, mode=mode, dtype=dtype,
-                             identity_loss=identity_loss, recipe=recipe)
+        return export_person(generator_ema, base, out_dir, mode=mode, **fields)
     except ExportError as error:
         if base is None:
             raise
         # e.g. the base is itself a delta export: still deliver the trained model, self-contained
         log.warning("exporting without a base reference (%s): %s", base, error)
-        return export_person(generator_ema, None, out_dir, *args, mode="full", dtype=dtype,
-                             identity_loss=identity_loss, recipe=recipe)
+        return export_person(generator_ema, None, out_dir, mode="full", **fields)
 
 
 def register_person_export(export_dir: str | os.PathLike, person: str,

@@ -11,6 +11,7 @@ import os
 import re
 import sys
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -20,14 +21,9 @@ from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.loggers import WandbLogger
 from pytorch_lightning.utilities import rank_zero_only
 
-from gpen_fewshot.archs.checkpoints import CheckpointError
-from gpen_fewshot.data.datamodule import PersonDataModule
-from gpen_fewshot.data.person import NotEnoughPhotosError
 from gpen_fewshot.export import default_export_dir
 from gpen_fewshot.export import persons_dir as default_persons_dir
-from gpen_fewshot.persons import validate_person_name
 from gpen_fewshot.training.callbacks import GracefulInterrupt, RunRecord
-from gpen_fewshot.training.checks import ConfigValueError, check_config_values
 from gpen_fewshot.training.config import RunConfig
 from gpen_fewshot.training.export import config_hash, export_run, register_person_export
 from gpen_fewshot.training.module import GPENFewShotModule
@@ -38,14 +34,13 @@ from gpen_fewshot.training.reporting import (
     vetting_summary,
 )
 from gpen_fewshot.training.resume import (
-    ResumeMismatchError,
     check_resume_checkpoint,
     find_resume_checkpoint,
     resume_command,
 )
-from gpen_fewshot.weights import ChecksumMismatchError
 
 log = logging.getLogger(__name__)
+Echo = Callable[[str], None]  # where user-facing summaries go
 
 
 def _instantiate_all(group: DictConfig | None) -> list[Any]:
@@ -89,13 +84,14 @@ def hashable_config(cfg: DictConfig) -> dict[str, Any]:
 
 
 @rank_zero_only
-def _export(module: GPENFewShotModule, cfg: DictConfig, datamodule: Any, metrics: dict[str, float]) -> Path:
+def _export(module: GPENFewShotModule, cfg: DictConfig, datamodule: Any, metrics: dict[str, float],
+            echo: Echo) -> Path:
     """Write ``<run dir>/export`` (a person export for person data) and register a person export.
 
-    The export's path is printed even when the registration fails (the error is raised after it).
+    The export's path is reported (``echo``) even when the registration fails (the error is raised after it).
     """
     options = cfg.get("export") or {}
-    prepared = datamodule.prepared if isinstance(datamodule, PersonDataModule) else None
+    prepared = datamodule.prepared if is_person_run(datamodule) else None
     person = str(cfg.person) if prepared is not None else None
     path = export_run(
         module.generator_ema, module.stages, module.sources.generator, Path(cfg.paths.output_dir) / "export",
@@ -111,8 +107,8 @@ def _export(module: GPENFewShotModule, cfg: DictConfig, datamodule: Any, metrics
             registered = register_person_export(path, person, cfg.paths.persons_dir)
         except OSError as error:
             failure = RegistrationError(f"could not register the export: {error}")
-    print(export_lines(path, registered, person, module.iteration, _persons_dir_option(cfg),
-                       str(failure) if failure else None))
+    echo(export_lines(path, registered, person, module.iteration, _persons_dir_option(cfg),
+                      str(failure) if failure else None))
     if failure is not None:
         raise failure
     return path
@@ -161,15 +157,22 @@ def _persons_dir_option(cfg: DictConfig) -> Path | None:
     return None if configured.resolve() == default_persons_dir().resolve() else configured
 
 
-def _before_person_run(cfg: DictConfig, datamodule: Any) -> None:
+def is_person_run(datamodule: Any) -> bool:
+    """Whether the data is one person's photos (the datamodule says so: ``holds_one_person``, with a
+    ``prepared`` PreparedPerson): such a run exports and registers a person, other data (a prior's faces
+    folder) a plain model."""
+    return bool(getattr(datamodule, "holds_one_person", False))
+
+
+def _before_person_run(cfg: DictConfig, datamodule: Any, echo: Echo) -> None:
     """Person runs: fail now if the export could not be registered; show which photos are used (rank 0)."""
-    if not isinstance(datamodule, PersonDataModule):
+    if not is_person_run(datamodule):
         return
     if (cfg.get("export") or {}).get("register", True):
         check_registrable(default_export_dir(str(cfg.person), cfg.paths.persons_dir))
     if rank_zero_only.rank == 0:
         prepared = datamodule.prepared
-        print(vetting_summary(str(cfg.person), prepared.records, prepared.manifest_path))
+        echo(vetting_summary(str(cfg.person), prepared.records, prepared.manifest_path))
 
 
 def _finish_loggers(trainer: pl.Trainer) -> None:
@@ -192,8 +195,14 @@ class TrainingInterrupted(Exception):
         self.exit_code = 128 + int(signum)
 
 
-def train(cfg: DictConfig) -> dict[str, float]:
+def train(cfg: DictConfig, echo: Echo | None = None) -> dict[str, float]:
     """Run one training job described by a composed ``configs/train.yaml``.
+
+    Args:
+        cfg: the composed config.
+        echo: where the user-facing summaries go (which photos are used, where the export went and the
+            commands to evaluate and restore with it); the command line passes ``print``; None = this
+            module's logger (INFO).
 
     Returns:
         The last logged metrics (``val/psnr``, ...), e.g. for the Optuna sweeper's objective.
@@ -201,6 +210,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
     Raises:
         TrainingInterrupted: a Ctrl-C / SIGTERM stopped the run (checkpoint saved, resume command logged).
     """
+    echo = echo or log.info
     pl.seed_everything(int(cfg.seed), workers=True)
     output_dir = Path(cfg.paths.output_dir)
     ckpt = find_resume_checkpoint(cfg.get("ckpt_path"), cfg.get("resume", False),
@@ -215,7 +225,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
             log.info("resuming from %s", ckpt)
         os.makedirs(output_dir, exist_ok=True)
     datamodule = instantiate(cfg.data)
-    _before_person_run(cfg, datamodule)
+    _before_person_run(cfg, datamodule, echo)
     trainer = build_trainer(cfg)
     if ckpt is None and cfg.get("validate_before_training", True):
         trainer.validate(module, datamodule=datamodule, verbose=False)
@@ -231,7 +241,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
         _finish_loggers(trainer)
     metrics = _metrics(trainer)
     if finished:
-        _export(module, cfg, datamodule, metrics)
+        _export(module, cfg, datamodule, metrics, echo)
     elif rank_zero_only.rank == 0:
         log.warning("stopped at iteration %d of %d; continue with: %s", module.iteration,
                     module.run_config.total_iters, resume_command(output_dir, _script_name()))
@@ -244,62 +254,3 @@ def train(cfg: DictConfig) -> dict[str, float]:
 def _script_name() -> str:
     """The training script as it was started (``train.py`` when run in-process, e.g. from tests)."""
     return sys.argv[0] if sys.argv and sys.argv[0].endswith(".py") else "train.py"
-
-
-def metric_value(metrics: dict[str, float], name: str | None) -> float | None:
-    """The value of ``name`` (the sweeper's objective); ``None`` with a warning when it was never logged."""
-    if not name:
-        return None
-    if name not in metrics:
-        log.warning("optimized_metric %r was never logged (no validation data?); logged: %s", name,
-                    sorted(metrics))
-        return None
-    return metrics[name]
-
-
-def print_config(cfg: DictConfig) -> None:
-    """Log the resolved config (rank 0)."""
-    if rank_zero_only.rank == 0:
-        log.info("config:\n%s", OmegaConf.to_yaml(cfg, resolve=True))
-
-
-class InvalidPersonError(ValueError):
-    """The ``person`` value cannot name a folder (it is also the run folder's name)."""
-
-
-def _validate_person(person: str) -> None:
-    try:
-        validate_person_name(person)
-    except ValueError as error:
-        raise InvalidPersonError(str(error)) from None
-
-
-def _user_errors() -> tuple[type[BaseException], ...]:
-    """Errors caused by the user's files or settings: shown as one message, without a traceback."""
-
-    return (FileNotFoundError, CheckpointError, ChecksumMismatchError, InvalidPersonError,
-            ResumeMismatchError, RegistrationError, ConfigValueError, NotEnoughPhotosError)
-
-
-def main_task(cfg: DictConfig) -> float | None:
-    """What ``train.py`` runs: print the config, train, return the sweep objective.
-
-    Raises:
-        SystemExit: (code 1) on a missing file / weights or unusable photos, after printing one clear message
-            (set ``HYDRA_FULL_ERROR=1`` for the traceback); (130 / 143) when Ctrl-C / SIGTERM stopped
-            training.
-    """
-    if cfg.get("extras", {}).get("print_config", False):
-        print_config(cfg)
-    try:
-        _validate_person(str(cfg.person))
-        check_config_values(cfg)
-        metrics = train(cfg)
-    except _user_errors() as error:
-        if os.environ.get("HYDRA_FULL_ERROR") == "1":
-            raise
-        print(f"\nerror: {error}", file=sys.stderr)
-        raise SystemExit(1) from None
-    except TrainingInterrupted as stop:  # the checkpoint and the resume command are out already
-        raise SystemExit(stop.exit_code) from None
-    return metric_value(metrics, cfg.get("optimized_metric"))

@@ -1,10 +1,12 @@
-"""Reading small JSON files (configs, manifests) with one clear error."""
+"""Small JSON files: reading one with one clear error, and values made JSON-safe."""
 
 from __future__ import annotations
 
 import json
+import math
 import os
 from pathlib import Path
+from typing import Any
 
 
 def read_json_object(path: str | os.PathLike, error: type[Exception] = ValueError) -> dict:
@@ -22,3 +24,16 @@ def read_json_object(path: str | os.PathLike, error: type[Exception] = ValueErro
     if not isinstance(data, dict):
         raise error(f"{path}: expected a JSON object")
     return data
+
+
+def jsonable(obj: Any) -> Any:
+    """``obj`` with every non-finite float (also NumPy's) written as its string ("inf", "nan"), recursively
+    through dicts, lists and tuples (tuples become lists): strict JSON has no infinities, and a PSNR of
+    identical images is one."""
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return str(float(obj))
+    if isinstance(obj, dict):
+        return {key: jsonable(value) for key, value in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [jsonable(value) for value in obj]
+    return obj

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from gpen_fewshot.training.run import main_task
+from gpen_fewshot.cli.train import main_task
 
 
 @pytest.fixture

@@ -8,13 +8,11 @@ from __future__ import annotations
 
 import csv
 import dataclasses
-import importlib.util
 import json
 import os
 import subprocess
 import sys
 from pathlib import Path
-from types import ModuleType
 
 import cv2
 import numpy as np
@@ -24,7 +22,15 @@ import torch
 from gpen_fewshot.archs import GPENGenerator
 from gpen_fewshot.data.degradations import build_degradation, get_preset
 from gpen_fewshot.evaluation import prior_eval as pe
+from gpen_fewshot.evaluation.grids import FONT_SIZE, wrap_label
+from gpen_fewshot.evaluation.prior_report import (
+    PriorEvalSettings,
+    evaluate_prior,
+    model_labels,
+    portable_path,
+)
 from gpen_fewshot.evaluation.protocol import degrade, sample_rng
+from gpen_fewshot.utils.drawing import text_width
 from gpen_fewshot.utils.image import read_image, tensor_to_image, write_image
 
 REPO = Path(__file__).resolve().parents[2]
@@ -96,34 +102,30 @@ def test_faces_dir_form_follows_the_cache_layout(tmp_path: Path) -> None:
     assert pe._faces_dir_arg([folder, folder], None, 256, "gpen") == [folder, folder]
 
 
-def _script() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("evaluate_prior", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_labels_wrap_without_cutting() -> None:
-    script = _script()
     text = "outputs/prior_compact_256/2026-01-01_10-00-00/checkpoints/last"
-    lines = script.wrap_label(text, 120)
+    lines = wrap_label(text, 120)
     assert "".join(lines) == text and len(lines) > 1
-    assert all(script._text_width(line) <= 120 for line in lines)
-    labels = [label
-              for label, _ in script.model_labels(["a/checkpoints/last.ckpt", "x=GPEN-BFR-256", "bicubic"])]
+    assert all(text_width(line, FONT_SIZE) <= 120 for line in lines)
+    labels = [label for label, _ in model_labels(["a/checkpoints/last.ckpt", "x=GPEN-BFR-256", "bicubic"])]
     assert labels == ["a/last", "x", "bicubic#2"]
 
 
-def test_bad_models_fail_fast_with_one_message(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+def test_bad_models_fail_fast_with_one_message(tmp_path: Path) -> None:
     small = tmp_path / "small.pth"
     torch.save(GPENGenerator(32, **TINY).state_dict(), small)
-    script = _script()
-    common = ["--faces-dir", str(tmp_path / "none"), "--size", str(SIZE), "--out", str(tmp_path / "out")]
-    assert script.main([*common, "--model", str(small)]) == 2
-    assert "restores 32 px faces, the faces are 64 px" in capsys.readouterr().err
-    assert script.main([*common, "--model", str(tmp_path / "missing.ckpt")]) == 2
-    assert "missing.ckpt" in capsys.readouterr().err
-    assert not (tmp_path / "out").exists()
+    out = tmp_path / "out"
+    common = {"faces_dirs": [tmp_path / "none"], "size": SIZE, "out": out}
+    with pytest.raises(ValueError, match="restores 32 px faces, the faces are 64 px"):
+        evaluate_prior(PriorEvalSettings(models=[str(small)], **common))
+    with pytest.raises((ValueError, FileNotFoundError), match="missing.ckpt"):
+        evaluate_prior(PriorEvalSettings(models=[str(tmp_path / "missing.ckpt")], **common))
+    args = [sys.executable, str(SCRIPT), "--faces-dir", str(tmp_path / "none"), "--size", str(SIZE),
+            "--out", str(out), "--model", str(small)]  # the CLI: one line, exit code 2
+    done = subprocess.run(args, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2 and done.stderr.strip().splitlines()[-1].startswith("error: ")
+    assert "restores 32 px faces" in done.stderr
+    assert not out.exists()
 
 
 def _models(root: Path) -> tuple[Path, Path]:
@@ -206,7 +208,7 @@ def _check_grid(grid: np.ndarray, crops: list[Path]) -> None:
 
 
 def test_reports_hold_no_absolute_machine_paths(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    portable = _script().portable_path
+    portable = portable_path
     folder = tmp_path / "pretrain" / "congress"
     folder.mkdir(parents=True)
     monkeypatch.chdir(tmp_path)

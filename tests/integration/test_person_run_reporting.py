@@ -41,7 +41,7 @@ def test_vetting_summary_first_and_export_path_even_when_registration_fails(comp
 
     monkeypatch.setattr(run, "register_person_export", refuse)
     with pytest.raises(RegistrationError, match="could not register"):
-        train(cfg)
+        train(cfg, echo=print)
     out = capsys.readouterr().out
     assert "person 'obama': 4 of 4 photos used (3 training, 1 held out" in out
     assert "manifest.json" in out.split("Exported")[0]  # the summary comes before training
@@ -80,7 +80,7 @@ def test_printed_overrides_parse_back_to_the_paths() -> None:
 
 def test_person_run_ends_with_evaluate_and_restore_commands(compose_train, tmp_path: Path, capsys) -> None:
     cfg = _person_cfg(compose_train, tmp_path)
-    train(cfg)
+    train(cfg, echo=print)
     out = capsys.readouterr().out
     run_dir = Path(cfg.paths.output_dir)
     assert _command(out, "evaluate.py")[2:] == ["person=obama", f"ckpt={run_dir}"]

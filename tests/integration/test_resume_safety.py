@@ -16,8 +16,9 @@ import pytest
 import torch
 from hydra.utils import instantiate
 
+from gpen_fewshot.cli.train import main_task
 from gpen_fewshot.training.resume import ResumeMismatchError, check_resume_checkpoint, resume_command
-from gpen_fewshot.training.run import build_module, build_trainer, hashable_config, main_task, train
+from gpen_fewshot.training.run import build_module, build_trainer, hashable_config, train
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SEARCHPATH = f"hydra.searchpath=[file://{REPO_ROOT / 'tests' / 'configs'}]"

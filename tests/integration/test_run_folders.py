@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from gpen_fewshot.training import resolvers
+from gpen_fewshot.cli import resolvers
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 

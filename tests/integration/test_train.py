@@ -23,10 +23,11 @@ from hydra.utils import instantiate
 from omegaconf import open_dict
 
 from gpen_fewshot.archs import GPENDiscriminator, GPENGenerator
+from gpen_fewshot.cli.resolvers import person_dir
+from gpen_fewshot.cli.train import main_task
 from gpen_fewshot.export.loading import load_generator
-from gpen_fewshot.training.resolvers import person_dir
 from gpen_fewshot.training.resume import find_resume_checkpoint, latest_checkpoint
-from gpen_fewshot.training.run import build_module, build_trainer, main_task, train
+from gpen_fewshot.training.run import build_module, build_trainer, train
 from gpen_fewshot.utils.image import read_image, tensor_to_image
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -115,7 +116,7 @@ def test_demo_person_through_the_real_data_pipeline(compose_train, tmp_path: Pat
                         "data.val_copies=1", "trainer.enable_model_summary=false",
                         "export.register=true", "loss.identity_reference=0.05", shrink=False)
     assert Path(cfg.person_dir) == REPO_ROOT / "data" / "demo" / "person_obama" and cfg.model.size == 32
-    metrics = train(cfg)
+    metrics = train(cfg, echo=print)  # the summaries train.py prints
     run_dir = Path(cfg.paths.output_dir)
     assert metrics["val/psnr"] > 5 and 0 < metrics["val/ssim"] <= 1
     assert (run_dir / "samples" / "iter_000002.png").is_file()

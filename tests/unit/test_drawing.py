@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from gpen_fewshot.data.contact_sheet import SheetEntry, render_contact_sheet
-from gpen_fewshot.evaluation.report import comparison_grid
+from gpen_fewshot.evaluation.grids import labelled_grid
 from gpen_fewshot.utils import drawing
 
 
@@ -55,5 +55,5 @@ def test_contact_sheet_and_grid_headers_render_unicode() -> None:
     assert not np.array_equal(render_contact_sheet([entry], header="José"),
                               render_contact_sheet([ascii_entry], header="Jos?"))
     tiles = [np.zeros((64, 64, 3), np.uint8)]
-    assert not np.array_equal(comparison_grid({"José": tiles}, ["José"]),
-                              comparison_grid({"Jos?": tiles}, ["Jos?"]))
+    assert not np.array_equal(labelled_grid({"José": tiles}, ["José"]),
+                              labelled_grid({"Jos?": tiles}, ["Jos?"]))

@@ -86,7 +86,7 @@ def test_metric_suite_reports_mobilefacenet_identity_beside_dlib() -> None:
 
 
 def test_cpu_precision_falls_back_to_fp32_without_native_bf16(monkeypatch: pytest.MonkeyPatch) -> None:
-    from gpen_fewshot.training import resolvers
+    from gpen_fewshot.cli import resolvers
 
     monkeypatch.setattr(resolvers, "cpu_bf16_supported", lambda: False)
     assert resolvers.cpu_precision("bf16-mixed") == "32-true"

@@ -1,13 +1,14 @@
-"""OmegaConf resolvers used by ``configs/`` (registered once, on import of ``gpen_fewshot.training``)."""
+"""OmegaConf resolvers used by ``configs/``: the Hydra edge registers them (``register_resolvers``) before it
+composes a config (``train.py``, ``evaluate.py``, the study script, the tests)."""
 
 from __future__ import annotations
 
 import os
-import sys
 from pathlib import Path
 
 from omegaconf import OmegaConf
 
+from gpen_fewshot.cli.errors import exit_with_error, full_error_wanted
 from gpen_fewshot.persons import person_photo_dir, validate_person_name
 
 # module global: tests patch it here
@@ -40,10 +41,9 @@ def safe_person(person: object) -> str:
     try:
         return validate_person_name(str(person))
     except ValueError as error:
-        if os.environ.get("HYDRA_FULL_ERROR") == "1":
+        if full_error_wanted():
             raise
-        print(f"error: {error}", file=sys.stderr)
-        raise SystemExit(1) from None
+        exit_with_error(error)
 
 
 def unique_dir(path: str) -> str:
