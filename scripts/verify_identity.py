@@ -24,34 +24,15 @@ import sys
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from gpen_fewshot.cli.errors import user_error
-from gpen_fewshot.evaluation.verification import best_threshold_accuracy, read_pairs
+from gpen_fewshot.evaluation.verification import (
+    best_threshold_accuracy,
+    embed_images,
+    pair_scores,
+    read_pairs,
+)
 from gpen_fewshot.faces.identity_net import load_identity_network
-from gpen_fewshot.utils.image import image_to_tensor, read_image
-
-_BATCH = 64
-
-
-def _embed_all(net: torch.nn.Module, paths: list[Path], channels: str, flip: bool) -> dict[Path, np.ndarray]:
-    """Embed each image once; (128,) float64 unit vectors keyed by path."""
-    out: dict[Path, np.ndarray] = {}
-    with torch.inference_mode():
-        for start in range(0, len(paths), _BATCH):
-            chunk = paths[start:start + _BATCH]
-            batch = torch.stack([image_to_tensor(read_image(p)) for p in chunk])
-            if channels == "bgr":
-                batch = batch.flip(1)
-            emb = net(batch)
-            if flip:  # InsightFace's test-time augmentation: sum with the mirrored face's embedding
-                emb = torch.nn.functional.normalize(emb + net(batch.flip(3)), dim=1)
-            out.update(zip(chunk, emb.double().numpy(), strict=True))
-    return out
-
-
-def _score(pairs, embeddings) -> np.ndarray:
-    return np.array([float(embeddings[p.image_a] @ embeddings[p.image_b]) for p in pairs])
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -88,7 +69,7 @@ def main(argv: list[str] | None = None) -> int:
           f"{np.mean(reference[~same]):>9.4f} {'':>10} {'':>7}")
     results = []
     for channels, flip in variants:
-        scores = _score(pairs, _embed_all(net, paths, channels, flip))
+        scores = pair_scores(pairs, embed_images(net, paths, channels, flip))
         accuracy, threshold = best_threshold_accuracy(scores, same)
         diff = np.abs(scores - reference)
         results.append((accuracy, threshold, float(np.nanmean(diff)), len(pairs)))

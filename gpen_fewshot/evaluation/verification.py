@@ -9,10 +9,14 @@ from __future__ import annotations
 
 import csv
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import torch
+
+from gpen_fewshot.utils.image import image_to_tensor, read_image
 
 
 @dataclass(frozen=True)
@@ -71,3 +75,33 @@ def best_threshold_accuracy(scores: np.ndarray, same: np.ndarray) -> tuple[float
     accuracies = [float(np.mean((scores > t) == same)) for t in candidates]
     best = int(np.argmax(accuracies))
     return accuracies[best], float(candidates[best])
+
+
+def embed_images(net: torch.nn.Module, paths: Sequence[Path], channels: str = "rgb", flip: bool = False,
+                 batch: int = 64) -> dict[Path, np.ndarray]:
+    """Embed each image once: (D,) float64 unit vectors keyed by path.
+
+    Args:
+        net: identity network taking (B, 3, 112, 112) RGB in [-1, 1] and returning unit embeddings.
+        paths: 112 x 112 aligned crops.
+        channels: "rgb", or "bgr" to feed the channels reversed (the convention of some reference scores).
+        flip: InsightFace's test-time augmentation: add the mirrored face's embedding, renormalised.
+        batch: images per forward pass.
+    """
+    out: dict[Path, np.ndarray] = {}
+    with torch.inference_mode():
+        for start in range(0, len(paths), batch):
+            chunk = list(paths[start:start + batch])
+            images = torch.stack([image_to_tensor(read_image(p)) for p in chunk])
+            if channels == "bgr":
+                images = images.flip(1)
+            emb = net(images)
+            if flip:
+                emb = torch.nn.functional.normalize(emb + net(images.flip(3)), dim=1)
+            out.update(zip(chunk, emb.double().numpy(), strict=True))
+    return out
+
+
+def pair_scores(pairs: Sequence[Pair], embeddings: dict[Path, np.ndarray]) -> np.ndarray:
+    """(N,) cosine of each pair's two embeddings."""
+    return np.array([float(embeddings[p.image_a] @ embeddings[p.image_b]) for p in pairs])
