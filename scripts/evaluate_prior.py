@@ -25,6 +25,7 @@ to name one): Lightning checkpoints (EMA generator preferred), weight files, exp
 from __future__ import annotations
 
 import argparse
+import logging
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -65,6 +66,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")  # progress lines on stderr
     if args.threads > 0:
         torch.set_num_threads(args.threads)
     settings = PriorEvalSettings(

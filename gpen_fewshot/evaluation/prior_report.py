@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import csv
 import io
-import sys
+import logging
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
@@ -29,6 +29,7 @@ from gpen_fewshot.utils.device import resolve_device
 from gpen_fewshot.utils.image import write_image
 from gpen_fewshot.utils.jsonfile import jsonable
 
+log = logging.getLogger(__name__)
 MIN_TILE = 128  # grid tiles of smaller crops are enlarged so that their labels fit
 GRID_ROWS = 8
 
@@ -199,7 +200,7 @@ def _score_all(settings: PriorEvalSettings, inputs: pe.InputSet, generators: lis
         timings[f"score {label}"] = time.perf_counter() - t
         for level, idx in grid_index.items():
             grids[level][label] = [outputs[i] for i in idx]
-        print(f"{label}: restored and scored {len(outputs)} faces", file=sys.stderr)  # progress, not a result
+        log.info("%s: restored and scored %d faces", label, len(outputs))
     for level, idx in grid_index.items():
         grids[level][pe.GROUND_TRUTH] = [inputs.gt[i] for i in idx]
     return scores, gt_face, grids

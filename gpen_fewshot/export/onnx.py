@@ -33,6 +33,7 @@ sums lose precision when the ONNX graph itself is fp16.
 from __future__ import annotations
 
 import io
+import logging
 import types
 import warnings
 from pathlib import Path
@@ -44,6 +45,8 @@ from torch import Tensor, nn
 
 from gpen_fewshot.archs.layers import Blur, ModulatedConv2d, Upsample
 from gpen_fewshot.utils.atomic import atomic_write_bytes
+
+log = logging.getLogger(__name__)
 
 OPSETS = (17, 16, 13, 11, 10)
 
@@ -138,7 +141,8 @@ def export_onnx(generator: nn.Module, path: Path, opset: int = 17, batch: int = 
                                   input_names=["input"], output_names=["output"], do_constant_folding=True)
         except Exception as err:  # the exporter raises many types; try the next opset
             last = err
-            print(f"opset {version}: export failed ({type(err).__name__}: {str(err).splitlines()[0]})")
+            log.warning("opset %d: export failed (%s: %s)", version, type(err).__name__,
+                        str(err).splitlines()[0] if str(err) else "")
             continue
 
         atomic_write_bytes(path, buffer.getvalue())
