@@ -5,9 +5,8 @@ persons.
 person's ``metrics.json`` (written by ``evaluate.py``, see ``report.py``) into comparable rows and aggregates
 them. A row is one (person, set, level, metric) with the base model's and the tuned model's value; sets are
 ``"person"`` (the person's held-out photos) and ``"others"`` (other identities: the specificity check).
-
-Why one file over 400 lines: extraction, aggregation, the markdown/CSV tables and the merging of studies all
-read and write the same rows; splitting them would pass the row types across modules for no reader's gain.
+The headline table with the degraded input and the routing table read the evaluations directly
+(``study_results.py``).
 """
 
 from __future__ import annotations
@@ -366,42 +365,3 @@ def merge_studies(study_dirs: Sequence[str | Path]) -> tuple[dict[str, Any], lis
         settings["others"] += [o for o in current.get("others") or [] if o not in settings["others"]]
         settings["merged_from"].append(str(folder))
     return settings, outcomes
-
-
-# --------------------------------------------------------------- the headline table with the input row
-INPUT_TABLE_METRICS = (("psnr", "PSNR dB", 2), ("id_similarity_gt", "ID sim GT (dlib)", 3),
-           ("mfn_similarity_gt", "ID sim GT (MobileFaceNet, trained on)", 3),
-           ("id_verified_ref", "verified ref (dlib)", 2))
-
-
-def study_person_metrics(study_dirs: list[Path]) -> list[dict]:
-    """``results['person']`` of every person's metrics.json (merged studies: their source folders too)."""
-    found = []
-    for folder in study_dirs:
-        sources = json.loads((folder / "study.json").read_text())["settings"].get("merged_from") or [folder]
-        for source in map(Path, sources):
-            for path in sorted(source.glob("persons/*/eval/metrics.json")):
-                found.append(json.loads(path.read_text())["results"]["person"])
-    return found
-
-
-def _mean_se_text(values: list[float], digits: int, signed: bool = False) -> str:
-    mean = statistics.fmean(values)
-    se = statistics.stdev(values) / len(values) ** 0.5 if len(values) > 1 else 0.0
-    return f"{mean:+.{digits}f} ± {se:.{digits}f}" if signed else f"{mean:.{digits}f}"
-
-
-def input_table(results: list[dict]) -> str:
-    """Markdown: level x metric rows, input | base | tuned | tuned - base columns."""
-    tuned_key = next(k for k in results[0] if k not in ("input", "base"))
-    lines = [f"| level | metric | input | base | tuned | tuned - base (n={len(results)}) |",
-             "|---|---|---|---|---|---|"]
-    for level in results[0]["base"]:
-        for key, label, digits in INPUT_TABLE_METRICS:
-            cols = {role: [r[role if role != "tuned" else tuned_key][level][key] for r in results]
-                    for role in ("input", "base", "tuned")}
-            diff = [t - b for t, b in zip(cols["tuned"], cols["base"], strict=True)]
-            lines.append(f"| {level} | {label} | {_mean_se_text(cols['input'], digits)} | "
-                         f"{_mean_se_text(cols['base'], digits)} | {_mean_se_text(cols['tuned'], digits)} | "
-                         f"{_mean_se_text(diff, digits, signed=True)} |")
-    return "\n".join(lines)

@@ -48,7 +48,7 @@ def test_different_recipes_or_a_repeated_person_are_refused(tmp_path: Path) -> N
 
 
 def test_headline_table_puts_the_input_beside_base_and_tuned(tmp_path: Path) -> None:
-    from gpen_fewshot.evaluation.study import input_table, study_person_metrics
+    from gpen_fewshot.evaluation.study_results import input_table, study_person_metrics
 
     def level(psnr: float, sim: float) -> dict:
         return {"psnr": psnr, "id_similarity_gt": sim, "mfn_similarity_gt": sim + 0.1, "id_verified_ref": 0.5}
@@ -62,3 +62,27 @@ def test_headline_table_puts_the_input_beside_base_and_tuned(tmp_path: Path) -> 
     text = input_table(study_person_metrics([tmp_path / "s"]))
     assert "| severe | PSNR dB | 20.00 | 24.00 | 26.00 | +2.00 ± 1.00 |" in text  # tuned - base: +1, +3
     assert "| severe | ID sim GT (dlib) | 0.400 | 0.450 | 0.470 | +0.020 ± 0.000 |" in text
+
+
+def test_routing_table_reads_evaluation_folders_and_reports_own_and_others_shares(tmp_path: Path) -> None:
+    from gpen_fewshot.evaluation.study_results import (
+        evaluation_results,
+        has_base_and_tuned,
+        has_routing,
+        routing_table,
+    )
+
+    def evaluation(own: float, others: float) -> dict:
+        person = {"input": {"severe": {"id_verified_ref": own}},
+                  "tuned": {"severe": {"id_verified_ref": 0.9}}}
+        return {"results": {"person": person, "others": {"input": {"severe": {"id_verified_ref": others}}}}}
+
+    atomic_write_json(tmp_path / "e1" / "metrics.json", evaluation(0.50, 0.00))
+    atomic_write_json(tmp_path / "e2" / "metrics.json", evaluation(0.30, 0.10))
+    results = evaluation_results([tmp_path / "e1", tmp_path / "e2", tmp_path / "empty"])
+    assert len(results) == 2 and has_routing(results)
+    assert not has_base_and_tuned([r["person"] for r in results])  # no base row: no headline table
+    assert "| severe | 0.400 ± 0.100 | 0.050 ± 0.050 | 0.100 | 2 |" in routing_table(results)
+    unscored = evaluation(0.5, 0.0)["results"]
+    unscored["others"]["input"]["severe"]["id_verified_ref"] = {"unavailable": "no dlib"}
+    assert not has_routing([unscored])
