@@ -20,7 +20,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from gpen_fewshot.cli.errors import user_error
+from gpen_fewshot.cli.errors import user_error, user_errors_exit
 from gpen_fewshot.evaluation.study_results import (
     PERSON_SET,
     evaluation_results,
@@ -36,16 +36,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("studies", nargs="+", type=Path,
                         help="study folders of scripts/fewshot_study.py, or evaluate.py output folders")
     args = parser.parse_args(argv)
-    results = evaluation_results(args.studies)
+    with user_errors_exit((OSError, ValueError, KeyError)):  # unreadable or foreign metrics.json / study.json
+        results = evaluation_results(args.studies)
+        persons = [r[PERSON_SET] for r in results]
     if not results:
         return user_error("no finished evaluation (metrics.json, or persons/*/eval/metrics.json of a study) "
                           "in those folders", 1)
-    persons = [r[PERSON_SET] for r in results]
-    if not has_base_and_tuned(persons) and not has_routing(results):
+    headline, routing = has_base_and_tuned(persons), has_routing(results)
+    if not headline and not routing:
         return user_error("those evaluations have neither base + tuned rows nor other people scored", 1)
-    if has_base_and_tuned(persons):
+    if headline:
         print(input_table(persons))
-    if has_routing(results):
+    if routing:
         print("\nIdentity routing (restore.py): share of degraded faces matched to the person\n")
         print(routing_table(results))
     return 0

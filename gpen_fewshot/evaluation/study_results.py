@@ -38,9 +38,17 @@ def _metrics_files(folder: Path) -> list[Path]:
     return [p for source in map(Path, sources) for p in sorted(source.glob("persons/*/eval/metrics.json"))]
 
 
+def _results(path: Path) -> dict:
+    """``results`` of one metrics.json; ValueError naming the file when it is not an evaluation's."""
+    try:
+        return json.loads(path.read_text())["results"]
+    except (ValueError, KeyError, TypeError) as error:
+        raise ValueError(f"{path}: not an evaluate.py metrics.json ({error})") from error
+
+
 def evaluation_results(folders: list[Path]) -> list[dict]:
     """``results`` of every evaluation found in the folders (one per person), in folder then name order."""
-    return [json.loads(path.read_text())["results"] for folder in folders for path in _metrics_files(folder)]
+    return [_results(path) for folder in folders for path in _metrics_files(folder)]
 
 
 def study_person_metrics(study_dirs: list[Path]) -> list[dict]:

@@ -86,3 +86,12 @@ def test_routing_table_reads_evaluation_folders_and_reports_own_and_others_share
     unscored = evaluation(0.5, 0.0)["results"]
     unscored["others"]["input"]["severe"]["id_verified_ref"] = {"unavailable": "no dlib"}
     assert not has_routing([unscored])
+
+
+def test_a_corrupt_metrics_file_is_named_in_the_error(tmp_path: Path) -> None:
+    from gpen_fewshot.evaluation.study_results import evaluation_results
+
+    (tmp_path / "e").mkdir()
+    (tmp_path / "e" / "metrics.json").write_text("{oops")
+    with pytest.raises(ValueError, match=r"e/metrics.json: not an evaluate.py metrics.json"):
+        evaluation_results([tmp_path / "e"])
