@@ -246,11 +246,15 @@ def paired(model: dict[str, np.ndarray], baseline: dict[str, np.ndarray], index:
     paired differences' sample std / sqrt(n)). Wins are strict.
     """
     idx = list(index)
-    d_psnr = np.asarray(model["psnr"])[idx] - np.asarray(baseline["psnr"])[idx]
+    base_psnr = np.asarray(baseline["psnr"], dtype=np.float64)[idx]
+    d_psnr = np.asarray(model["psnr"])[idx] - base_psnr
+    # An input identical to its ground truth (the "none" preset) has an infinite PSNR: a gain over it is
+    # undefined (nan, reported as n/a), not -inf; the win count stays strict (nothing beats it).
+    d_psnr = np.where(np.isinf(base_psnr), np.nan, d_psnr)
     d_id = np.asarray(baseline["id_distance"])[idx] - np.asarray(model["id_distance"])[idx]
-    with np.errstate(invalid="ignore"):  # inf - inf for images identical to the ground truth
+    with np.errstate(invalid="ignore"):  # nan comparisons
         return {
-            "psnr_gain": 0.0 if np.isnan(d_psnr).all() else float(np.nanmean(d_psnr)),
+            "psnr_gain": float("nan") if np.isnan(d_psnr).all() else float(np.nanmean(d_psnr)),
             "psnr_win": float(np.mean(d_psnr > 0)),
             "psnr_gain_se": _standard_error(d_psnr),
             "id_gain": float(np.mean(d_id)),

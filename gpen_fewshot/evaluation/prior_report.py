@@ -11,6 +11,7 @@ from __future__ import annotations
 import csv
 import io
 import logging
+import math
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
@@ -106,6 +107,8 @@ def load_checked(spec: str, size: int) -> tuple[torch.nn.Module, dict]:
 
 # ----------------------------------------------------------------------------------------------- report
 def _fmt(value: float, digits: int = 3) -> str:
+    if math.isnan(value):
+        return "n/a"
     return "inf" if value == float("inf") else f"{value:.{digits}f}"
 
 

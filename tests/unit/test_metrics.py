@@ -311,3 +311,16 @@ def test_paired_comparison_reports_the_standard_error_of_the_differences() -> No
     assert (result["id_gain"] == pytest.approx(0.0) and
             result["id_gain_se"] == pytest.approx(np.sqrt(0.02 / 3) / 2))
     assert paired(model, base, [0])["psnr_gain_se"] == 0.0  # one image: no spread to estimate
+
+
+def test_paired_comparison_over_an_input_identical_to_the_ground_truth_has_no_psnr_gain() -> None:
+    from gpen_fewshot.evaluation.prior_eval import paired
+    from gpen_fewshot.evaluation.prior_report import _fmt
+
+    model = {"psnr": np.array([50.0, 55.0, 48.0]), "id_distance": np.array([0.05, 0.04, 0.06])}
+    clean = {"psnr": np.array([np.inf, np.inf, np.inf]), "id_distance": np.zeros(3)}  # the "none" preset
+    result = paired(model, clean, range(3))
+    assert np.isnan(result["psnr_gain"]) and _fmt(result["psnr_gain"], 2) == "n/a"  # undefined, not -inf
+    assert result["psnr_win"] == 0.0 and result["psnr_gain_se"] == 0.0
+    mixed = paired(model, {"psnr": np.array([np.inf, 50.0, 50.0]), "id_distance": np.zeros(3)}, range(3))
+    assert mixed["psnr_gain"] == pytest.approx(1.5)  # the identical input is left out of the mean
