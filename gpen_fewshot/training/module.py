@@ -175,9 +175,11 @@ class GPENFewShotModule(pl.LightningModule):
                 self.reference_embedding is None):
             datamodule = getattr(self.trainer, "datamodule", None)
             crops = getattr(getattr(datamodule, "train_set", None), "paths", None)
-            if not crops:
-                raise ValueError("loss.identity_reference needs a datamodule with training crops "
-                                 "(person runs)")
+            if not crops or not getattr(datamodule, "holds_one_person", False):
+                # no person (synthetic data, a pretraining faces folder): the default recipe still runs
+                log.warning("loss.identity_reference=%s is off in this run: it needs one person's training "
+                            "crops (person runs)", self.loss_config.identity_reference)
+                return
             self.reference_embedding = reference_embedding(self._aux["identity"].encoder, crops,
                                                            self.model_config.size).to(self.device)
             log.info("identity reference: mean %s embedding of %d training crops",

@@ -267,6 +267,16 @@ def test_mobilefacenet_terms_and_reference_pull(make_module, fit, tmp_path) -> N
         assert key in trainer.callback_metrics and torch.isfinite(trainer.callback_metrics[key]), key
 
 
+def test_reference_term_is_off_with_a_warning_without_a_person(make_module, fit, caplog) -> None:
+    """The default recipe has a reference-identity term; synthetic data (no person) trains without it."""
+    module = make_module(total_iters=1, loss={"identity": 1.0, "identity_reference": 0.5, "l1": 1.0})
+    with caplog.at_level("WARNING", logger="gpen_fewshot.training.module"):
+        trainer = fit(module)
+    assert module.reference_embedding is None and module.iteration == 1
+    assert "train/g_identity" in trainer.callback_metrics and "train/g_identity_ref" not in trainer.callback_metrics
+    assert "identity_reference=0.5 is off in this run" in caplog.text
+
+
 def test_sample_grid_goes_to_png_and_loggers(tmp_path) -> None:
     import numpy as np
     from PIL import Image
