@@ -343,3 +343,12 @@ def test_interrupted_run_leaves_a_usable_checkpoint(signum: int, tmp_path: Path,
     assert proc.returncode == 128 + signum, output[-2000:]
     samples = sorted(p.name for p in (run_dir / "samples").glob("*.png"))
     assert samples == ["iter_000000.png"], samples  # no validation between the signal and the checkpoint
+
+
+def test_documented_group_lr_override_composes(compose_train) -> None:
+    """docs/training.md and configs/optim/adam.yaml show this syntax: it must compose (a plain
+    ``optim.group_lr_scales={...}`` cannot add keys to the empty default dict)."""
+    from hydra.utils import instantiate
+
+    cfg = compose_train("++optim.group_lr_scales={decoder_fine:0.1,to_rgb:0.5}")
+    assert dict(instantiate(cfg.optim).group_lr_scales) == {"decoder_fine": 0.1, "to_rgb": 0.5}
