@@ -183,7 +183,7 @@ class GPENFewShotModule(pl.LightningModule):
             self.reference_embedding = reference_embedding(self._aux["identity"].encoder, crops,
                                                            self.model_config.size).to(self.device)
             log.info("identity reference: mean %s embedding of %d training crops",
-                     self.loss_config.identity_network, len(crops))
+                     self.identity_network_used, len(crops))  # the fallback when the configured one is missing
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> None:
         """One G update and one D update on ``batch``; logs losses, learning rates and the stage."""

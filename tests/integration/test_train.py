@@ -76,6 +76,10 @@ def test_experiment_composes_with_its_own_settings(experiment: str, compose_trai
         assert model.name == "compact_256" and list(cfg.degradation.presets) == ["moderate", "severe"]
         assert loss.identity > 0 and loss.identity_reference > 0 and loss.identity_network == "mobilefacenet"
         assert freezing.name == "full"  # everything trainable: staged freezing moved identity less (README)
+    if experiment in ("fewshot_512", "fewshot_256_cpu"):  # the default recipe's levels and identity terms
+        assert list(cfg.degradation.presets) == ["moderate", "severe"]
+        assert loss.identity > 0 and loss.identity_reference > 0
+        assert loss.identity_network == "irse50" and loss.identity_fallback == "mobilefacenet"
     if experiment == "pretrain_cpu":  # the residual recipe meant to replace it (issue 13)
         assert model.name == "compact_256" and optim.betas_g == (0.9, 0.99) and loss.l1 == 1.0
         assert (model.residual and not loss.train_discriminator and
@@ -104,7 +108,7 @@ def test_experiment_runs_a_few_iterations(experiment: str, compose_train) -> Non
     assert metrics["val/psnr"] > 0
 
 
-def test_demo_person_through_the_real_data_pipeline(compose_train, tmp_path: Path, capsys) -> None:
+def test_demo_person_through_the_real_data_pipeline(compose_train, tmp_path: Path, capsys, caplog) -> None:
     """Bundled photos -> face detection + alignment (prepare_person) -> degradations -> 2 iterations of the
     smoke experiment (32-px model) -> person export in the run and registered under the persons dir."""
     from gpen_fewshot.data.person import prepare_person
@@ -115,9 +119,14 @@ def test_demo_person_through_the_real_data_pipeline(compose_train, tmp_path: Pat
     cfg = compose_train("experiment=smoke", "iterations=2", "val_every=2",
                         f"data.cache_dir={tmp_path / 'prepared'}", "data.val_degradations=[moderate]",
                         "data.val_copies=1", "trainer.enable_model_summary=false",
-                        "export.register=true", "loss.identity_reference=0.05", shrink=False)
+                        "export.register=true", "loss.identity_reference=0.05",
+                        # IR-SE50 missing: the terms and the reference run on the fallback, and say so
+                        "loss.identity_network=irse50", f"loss.identity_weights={tmp_path / 'no_irse50.pth'}",
+                        "loss.identity_fallback=mobilefacenet", shrink=False)
     assert Path(cfg.person_dir) == REPO_ROOT / "data" / "demo" / "person_obama" and cfg.model.size == 32
-    metrics = train(cfg, echo=print)  # the summaries train.py prints
+    with caplog.at_level("INFO", logger="gpen_fewshot.training.module"):
+        metrics = train(cfg, echo=print)  # the summaries train.py prints
+    assert "identity reference: mean mobilefacenet embedding of 3 training crops" in caplog.text
     run_dir = Path(cfg.paths.output_dir)
     assert metrics["val/psnr"] > 5 and 0 < metrics["val/ssim"] <= 1
     assert (run_dir / "samples" / "iter_000002.png").is_file()
