@@ -357,7 +357,5 @@ def test_interrupted_run_leaves_a_usable_checkpoint(signum: int, tmp_path: Path,
 def test_documented_group_lr_override_composes(compose_train) -> None:
     """docs/training.md and configs/optim/adam.yaml show this syntax: it must compose (a plain
     ``optim.group_lr_scales={...}`` cannot add keys to the empty default dict)."""
-    from hydra.utils import instantiate
-
     cfg = compose_train("++optim.group_lr_scales={decoder_fine:0.1,to_rgb:0.5}")
     assert dict(instantiate(cfg.optim).group_lr_scales) == {"decoder_fine": 0.1, "to_rgb": 0.5}
