@@ -50,6 +50,7 @@ from gpen_fewshot.utils.image import image_to_tensor, read_image, to_float
 
 DegradationSpec = str | Mapping[str, Any] | DegradationConfig
 _TRAIN_STREAM = 0
+_ORDER_STREAM = 1
 
 
 def _name_key(text: str) -> int:
@@ -115,7 +116,12 @@ def _pair_sample(gt_lq: tuple[np.ndarray, np.ndarray], path: str, name: str) -> 
 
 
 class TrainPairDataset(Dataset):
-    """Endless random pairs: key ``k`` gives crop ``k % len(paths)``, augmented and degraded (rng from k).
+    """Endless random pairs: key ``k`` gives one crop of a shuffled pass, augmented and degraded (rng from k).
+
+    Keys ``p * len(paths) .. (p + 1) * len(paths) - 1`` visit every crop once, in an order drawn from
+    ``(seed, p)`` alone, so every crop has its list share in any window of a pass or more and a resumed run
+    (same keys) sees the same crops. (A plain ``k % len(paths)`` walked the list in order: with short runs,
+    crops appended at the end of a long list, e.g. ``train_only_dirs``, were never sampled.)
 
     Args:
         paths: aligned face crops (any image format).
@@ -145,12 +151,21 @@ class TrainPairDataset(Dataset):
         self.augment = augment if augment is not None else AugmentConfig()
         self.seed, self.length = int(seed), int(length)
         self._load = _CropLoader(size)
+        self._order: tuple[int, np.ndarray] | None = None  # (pass, permutation) of the last pass asked for
 
     def __len__(self) -> int:
         return self.length
 
+    def crop_index(self, key: int) -> int:
+        """The index into ``paths`` of sample ``key`` (a permutation per pass of ``len(paths)`` keys)."""
+        pass_index, position = divmod(int(key), len(self.paths))
+        if self._order is None or self._order[0] != pass_index:
+            order = sample_rng(self.seed, _ORDER_STREAM, pass_index).permutation(len(self.paths))
+            self._order = (pass_index, order)
+        return int(self._order[1][position])
+
     def __getitem__(self, key: int) -> dict[str, Any]:
-        path = self.paths[key % len(self.paths)]
+        path = self.paths[self.crop_index(key)]
         rng = sample_rng(self.seed, _TRAIN_STREAM, key)
         clean = augment_face(to_float(self._load(path)), rng, self.augment)
         return _pair_sample(self.degradation.pair(clean, rng), path, self.name)

@@ -83,9 +83,26 @@ def test_workers_do_not_change_the_data_and_seeds_do(crops) -> None:
         assert torch.equal(a["lq"], b["lq"]) and torch.equal(a["gt"], b["gt"]) and a["path"] == b["path"]
     other_seed = _batches(_module(*crops, seed=4).train_dataloader())
     assert not torch.equal(serial[0]["lq"], other_seed[0]["lq"])
-    # the same photo appears more than once per epoch with different degradations
-    first, again = serial[0]["lq"][0], serial[2]["lq"][0]  # keys 0 and 4 -> photo 0 of 4
-    assert serial[0]["path"][0] == serial[2]["path"][0] and not torch.equal(first, again)
+    # 6 samples of 4 photos: some photo appears twice in the epoch, with different degradations
+    samples = [(path, lq) for batch in serial for path, lq in zip(batch["path"], batch["lq"], strict=True)]
+    repeats = [(a, b) for i, a in enumerate(samples) for b in samples[i + 1:] if a[0] == b[0]]
+    assert repeats and all(not torch.equal(a[1], b[1]) for a, b in repeats)
+
+
+def test_every_pass_visits_each_crop_once_in_a_seeded_order(crops) -> None:
+    """Crops at the end of a long list are sampled from the first steps (a plain k % n walked the list)."""
+    paths = [str(p) for p in crops[0]] * 25  # 100 entries, each crop 25 times
+    dataset = datamodule_module.TrainPairDataset(paths, SIZE, "moderate", seed=3)
+    first_pass = [dataset.crop_index(k) for k in range(100)]
+    assert sorted(first_pass) == list(range(100)) and first_pass != list(range(100))
+    assert min(first_pass[:20]) < 50 <= max(first_pass[:20])  # both halves of the list early on
+    second_pass = [dataset.crop_index(k) for k in range(100, 200)]
+    assert sorted(second_pass) == list(range(100)) and second_pass != first_pass
+    again = datamodule_module.TrainPairDataset(paths, SIZE, "moderate", seed=3)
+    assert [again.crop_index(k) for k in (150, 3, 199, 0)] == [second_pass[50], first_pass[3], second_pass[99],
+                                                              first_pass[0]]  # any key order, same crops
+    other_seed = datamodule_module.TrainPairDataset(paths, SIZE, "moderate", seed=4)
+    assert [other_seed.crop_index(k) for k in range(100)] != first_pass
 
 
 def test_epochs_differ_through_the_sampler(crops) -> None:
