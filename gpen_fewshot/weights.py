@@ -49,7 +49,7 @@ _USER_AGENT = "gpen-fewshot/0.1 (weights download)"
 # gpen_fewshot/assets/weights/. `python scripts/export_prior.py <pretraining run>` writes both files and
 # prints these four values; paste them here. None = not pinned yet: the file is then accepted without a
 # checksum.
-COMPACT_256_SHA256: str | None = "c9a41684a57e65fce4cc7e2956f02664cd99873e06df4979a79a296c9591de14"
+COMPACT_256_SHA256: str | None = "8cb8d4c81c0641cb00ca5cc93ed975b0ebfb2bfa585793f6a3a81dbbcf1d762c"
 COMPACT_256_SIZE: int | None = 8_943_214
 COMPACT_256_D_SHA256: str | None = "1c2456cb32a1bcd202333d8be2ab3fb0ff30cea799ca36d533151d50be55159f"
 COMPACT_256_D_SIZE: int | None = 3_009_538
